@@ -1,0 +1,1 @@
+"""Sparse R-CNN project folder (package: ``sparsercnn``)."""
