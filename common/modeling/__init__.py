@@ -1,0 +1,48 @@
+"""Models: registries, builders, backbones, RoI pooling and post-processing (detectron2 ``modeling``)."""
+from common.layers import ShapeSpec
+
+from .backbone import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    BasicBlock,
+    BasicStem,
+    BottleneckBlock,
+    DeformBottleneckBlock,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+    ResNet,
+    ResNetBlockBase,
+    build_backbone,
+    build_resnet_backbone,
+    build_resnet_fpn_backbone,
+    build_retinanet_resnet_fpn_backbone,
+    make_stage,
+)
+from .meta_arch import META_ARCH_REGISTRY, build_model
+from .poolers import ROIPooler
+from .postprocessing import detector_postprocess
+
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "META_ARCH_REGISTRY",
+    "FPN",
+    "Backbone",
+    "BasicBlock",
+    "BasicStem",
+    "BottleneckBlock",
+    "DeformBottleneckBlock",
+    "LastLevelMaxPool",
+    "LastLevelP6P7",
+    "ROIPooler",
+    "ResNet",
+    "ResNetBlockBase",
+    "ShapeSpec",
+    "build_backbone",
+    "build_model",
+    "build_resnet_backbone",
+    "build_resnet_fpn_backbone",
+    "build_retinanet_resnet_fpn_backbone",
+    "detector_postprocess",
+    "make_stage",
+]

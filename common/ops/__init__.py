@@ -1,0 +1,12 @@
+"""Ops the papers' authors shipped as compiled CUDA extensions, here on torchvision (CPU + GPU).
+
+detectron2 and the Sparse R-CNN / OneNet forks compile ``detectron2._C`` for deformable convolution
+and ROIAlign; both now exist in torchvision with the same semantics, so this package simply
+re-exports the modules (defined in :mod:`common.layers`) and the functional ops.
+"""
+from torchvision.ops import deform_conv2d, roi_align
+
+from common.layers.deform_conv import DeformConv, ModulatedDeformConv
+from common.layers.roi_align import ROIAlign
+
+__all__ = ["DeformConv", "ModulatedDeformConv", "ROIAlign", "deform_conv2d", "roi_align"]
