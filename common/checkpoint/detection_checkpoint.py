@@ -1,0 +1,258 @@
+"""``DetectionCheckpointer``: fvcore's ``Checkpointer`` plus detectron2's weight formats.
+
+Follows detectron2 v0.6 ``detectron2/checkpoint/detection_checkpoint.py``:
+
+* ``.pkl`` files: detectron2 model-zoo format (a dict with ``"model"`` and ``"__author__"``) is
+  used as is; anything else is a Caffe2/Detectron blob dict (``"blobs"`` taken when present,
+  ``*_momentum`` dropped) whose names are converted (``convert_basic_c2_names``).
+* other files (``.pth``): ``torch.load``; a bare state dict is wrapped as ``{"model": ...}``; a
+  torchvision ImageNet ResNet state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...) is
+  renamed to detectron2 names on the fly (``convert_torchvision_to_d2``).
+* weights from ``.pkl``/torchvision files are matched to the model by name suffix
+  (``align_and_update_state_dicts``); missing/unexpected keys and shape mismatches are logged,
+  never fatal (``pixel_mean``/``pixel_std`` and legacy ``anchor_generator.cell_anchors`` silenced).
+
+Safety: ``.pth`` files are read with ``torch.load(weights_only=True)`` and ``.pkl`` files with a
+restricted unpickler (numpy arrays and builtin containers only). To load a trusted file that
+holds other Python objects, pass ``weights_only=False`` or set the environment variable
+``COMMON_UNSAFE_LOAD=1``.
+
+Writes are atomic: ``save()`` and ``last_checkpoint`` go to a temporary file in ``save_dir`` that is
+``os.replace``d onto the final name, so an interrupted save never leaves a truncated checkpoint.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import tempfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from fvcore.common.checkpoint import Checkpointer
+
+from common.utils import comm
+
+from .c2_model_loading import align_and_update_state_dicts
+from .safe_pickle import load_weights_pickle
+from .torchvision_conversion import convert_torchvision_to_d2, is_torchvision_resnet_state_dict
+
+__all__ = ["DetectionCheckpointer", "UNSAFE_LOAD_ENV"]
+
+UNSAFE_LOAD_ENV = "COMMON_UNSAFE_LOAD"
+_D2_URL_PREFIX = "detectron2://"
+_D2_URL_ROOT = "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+def _env_allows_unsafe_load() -> bool:
+    return os.environ.get(UNSAFE_LOAD_ENV, "0").strip().lower() in ("1", "true", "yes")
+
+
+def _strip_prefix(state_dict: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    # Only when every key has it (a model saved inside DataParallel/DDP).
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _atomic_write(path: str, write_fn) -> None:
+    """Write through ``write_fn(file)`` into a temp file beside ``path``, then rename onto it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class DetectionCheckpointer(Checkpointer):
+    """Checkpointer that understands detectron2/Caffe2 ``.pkl`` and torchvision weights.
+
+    Args:
+        model: the model (DDP/DataParallel wrappers are unwrapped).
+        save_dir: directory for ``<name>.pth`` and ``last_checkpoint``; "" disables saving.
+        save_to_disk: defaults to ``comm.is_main_process()``.
+        weights_only: ``True`` = safe loading (default); ``False`` = allow arbitrary pickled objects
+            (trusted files only). ``None`` reads ``COMMON_UNSAFE_LOAD`` (1 = unsafe).
+        checkpointables: objects with ``state_dict()``/``load_state_dict()`` saved alongside, e.g.
+            ``optimizer=..., scheduler=...``.
+
+    Attributes:
+        extra_data: dict merged into every saved checkpoint (e.g. ``{"metadata":
+            {"thing_classes": [...]}}``); explicit ``save(**kwargs)`` entries win.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: Optional[bool] = None,
+        weights_only: Optional[bool] = None,
+        **checkpointables: Any,
+    ) -> None:
+        is_main_process = comm.is_main_process()
+        super().__init__(
+            model,
+            save_dir,
+            save_to_disk=is_main_process if save_to_disk is None else save_to_disk,
+            **checkpointables,
+        )
+        self.weights_only = (not _env_allows_unsafe_load()) if weights_only is None else bool(weights_only)
+        self.extra_data: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Save ``{"model", <checkpointables>, **extra_data, **kwargs}`` to ``save_dir/<name>.pth``
+        atomically and point ``last_checkpoint`` at it."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(self.extra_data)
+        data.update(kwargs)
+
+        basename = "{}.pth".format(name)
+        save_file = os.path.join(self.save_dir, basename)
+        assert os.path.basename(save_file) == basename, basename
+        self.logger.info("Saving checkpoint to {}".format(save_file))
+        os.makedirs(self.save_dir, exist_ok=True)
+        _atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically write ``last_checkpoint`` (one line: the checkpoint's base name)."""
+        save_file = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(save_file, lambda f: f.write(last_filename_basename.encode("utf-8")))
+
+    # ----------------------------------------------------------------- loading
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Load ``path`` (file, ``detectron2://`` or http URL); see fvcore ``Checkpointer.load``.
+
+        Returns:
+            the checkpoint entries not consumed (e.g. ``iteration``, ``metadata``).
+
+        Raises:
+            FileNotFoundError: ``path`` is neither a file nor resolvable/downloadable.
+        """
+        if path:
+            path = self._resolve_path(path)
+        return super().load(path, checkpointables=checkpointables)
+
+    def _resolve_path(self, path: str) -> str:
+        if os.path.isfile(path):
+            return path
+        url = path
+        if path.startswith(_D2_URL_PREFIX):
+            local = self._torchvision_hub_fallback(path)
+            if local is not None:
+                return local
+            url = _D2_URL_ROOT + path[len(_D2_URL_PREFIX):]
+        if "://" not in url:
+            raise FileNotFoundError("Checkpoint file {} (MODEL.WEIGHTS) not found!".format(path))
+        try:
+            local = self.path_manager.get_local_path(url)
+        except Exception as e:
+            raise FileNotFoundError(
+                "Could not find or download the weights {} ({}: {}). Download the file where "
+                "network access exists and set MODEL.WEIGHTS to its local path; ImageNet torchvision "
+                "ResNet weights (e.g. resnet50-0676ba61.pth) can be given directly and are converted "
+                "on load.".format(path, type(e).__name__, e)
+            ) from e
+        if not os.path.isfile(local):
+            raise FileNotFoundError("Checkpoint {} not found!".format(path))
+        return local
+
+    def _torchvision_hub_fallback(self, path: str) -> Optional[str]:
+        # detectron2://ImageNetPretrained/torchvision/R-50.pkl is torchvision's ResNet-50 renamed;
+        # a torchvision checkpoint already in the torch hub cache gives the same weights offline.
+        prefix = _D2_URL_PREFIX + "ImageNetPretrained/torchvision/R-"
+        if not (path.startswith(prefix) and path.endswith(".pkl")):
+            return None
+        depth = path[len(prefix):-len(".pkl")]
+        hub_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+        candidates = sorted(glob.glob(os.path.join(hub_dir, "resnet{}-*.pth".format(depth))))
+        if candidates:
+            self.logger.info("Using torchvision weights {} for {}".format(candidates[0], path))
+            return candidates[0]
+        return None
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pkl"):
+            with self.path_manager.open(filename, "rb") as f:
+                data = load_weights_pickle(f, source=filename, unsafe=not self.weights_only)
+            if not isinstance(data, dict):
+                raise ValueError("{} does not contain a dict of weights (got {})".format(filename, type(data)))
+            if "model" in data and "__author__" in data:
+                self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+                return data
+            if "blobs" in data:
+                data = data["blobs"]
+            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
+        loaded = self._torch_load(filename)
+        if not isinstance(loaded, dict):
+            raise ValueError("{} does not contain a dict (got {})".format(filename, type(loaded)))
+        if "model" not in loaded:
+            loaded = {"model": loaded}
+        model_sd = _strip_prefix(loaded["model"], "module.")
+        if is_torchvision_resnet_state_dict(model_sd):
+            self.logger.info("{} holds torchvision ResNet names; converting them.".format(filename))
+            return {
+                "model": convert_torchvision_to_d2(model_sd),
+                "__author__": "torchvision",
+                "matching_heuristics": True,
+            }
+        return loaded
+
+    def _torch_load(self, filename: str) -> Any:
+        with self.path_manager.open(filename, "rb") as f:
+            try:
+                return torch.load(f, map_location=torch.device("cpu"), weights_only=self.weights_only)
+            except pickle.UnpicklingError as e:
+                if not self.weights_only:
+                    raise
+                raise pickle.UnpicklingError(
+                    "torch.load(weights_only=True) refused {}: {}\nIf you trust this file, load it "
+                    "with DetectionCheckpointer(..., weights_only=False) or set {}=1.".format(
+                        filename, e, UNSAFE_LOAD_ENV
+                    )
+                ) from e
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        if checkpoint.get("matching_heuristics", False):
+            state = _strip_prefix(dict(checkpoint["model"]), "module.")
+            converted: Dict[str, torch.Tensor] = {}
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    converted[k] = v
+                elif isinstance(v, (np.ndarray, np.generic)):
+                    converted[k] = torch.as_tensor(np.asarray(v))
+                else:
+                    self.logger.warning("Ignoring non-array entry '{}' ({}) in checkpoint".format(k, type(v)))
+            checkpoint["model"] = align_and_update_state_dicts(
+                self.model.state_dict(),
+                converted,
+                c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
+            )
+        incompatible = super()._load_model(checkpoint)
+
+        model_buffers = dict(self.model.named_buffers(recurse=False))
+        for k in ["pixel_mean", "pixel_std"]:
+            # Preprocessing constants come from the config, not the weights: don't warn.
+            if k in model_buffers and k in incompatible.missing_keys:
+                incompatible.missing_keys.remove(k)
+        for k in incompatible.unexpected_keys[:]:
+            # Checkpoints of older detectron2 saved anchors as persistent buffers.
+            if "anchor_generator.cell_anchors" in k:
+                incompatible.unexpected_keys.remove(k)
+        return incompatible
