@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Sparse R-CNN training / evaluation script (detectron2 ``train_net.py`` CLI).
+
+Examples (from the repository root)::
+
+    python projects/SparseRCNN/train_net.py --config-file projects/SparseRCNN/configs/sparsercnn.bccd.res18.yaml
+    python projects/SparseRCNN/train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <model.pth>
+    python projects/SparseRCNN/train_net.py --num-gpus 8 --config-file projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml
+"""
+import os
+import sys
+
+# The repo root provides ``common`` and ``projects`` (also without ``pip install -e``). The
+# project is imported under its one canonical name, so that its registration in
+# META_ARCH_REGISTRY happens once even when tests or tools import it too.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from common.data import build_detection_train_loader  # noqa: E402
+from common.engine import DefaultTrainer  # noqa: E402
+from common.engine.train_net import run  # noqa: E402
+from projects.SparseRCNN.sparsercnn import SparseRCNNDatasetMapper, add_sparsercnn_config  # noqa: E402
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the DETR-style train mapper (flip, multi-scale resize, optional crop)."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=SparseRCNNDatasetMapper(cfg, is_train=True))
+
+
+if __name__ == "__main__":
+    run([add_sparsercnn_config], Trainer)

@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""Speed benchmark for any project config: parameters, training iterations/s, inference ms/image.
+
+    python tools/benchmark.py --config-file projects/SparseRCNN/configs/sparsercnn.bccd.res18.yaml \
+        --num-iter 5 --warmup 2 --device cpu
+    python tools/benchmark.py --config-file projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml \
+        --device cuda --data train SOLVER.IMS_PER_BATCH 2
+
+Project configs are found automatically: every ``projects/<Name>/<pkg>/config.py`` that defines an
+``add_*_config`` function is imported as ``projects.<Name>.<pkg>`` (which also registers the
+project's meta-architecture) and applied, unless ``--project`` names the ones to use. Training
+batches are synthetic (``--data synthetic``: ``SOLVER.IMS_PER_BATCH`` random images of the test
+size with a few random boxes each) or come from ``DATASETS.TRAIN`` through the default
+``DatasetMapper`` (``--data train``). Inference is timed at batch size 1 on the test size, after
+warm-up, with ``torch.cuda.synchronize()`` around each timed region on GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from common.config import get_cfg  # noqa: E402
+
+
+def discover_config_adders(projects: Optional[List[str]] = None) -> Dict[str, Callable]:
+    """``{"<Name>.<pkg>.add_x_config": fn}`` for ``projects/<Name>/<pkg>/config.py`` files.
+
+    Raises:
+        ValueError: a name in ``projects`` has no config module.
+    """
+    adders: Dict[str, Callable] = {}
+    found = set()
+    for cfg_file in sorted((REPO_ROOT / "projects").glob("*/*/config.py")):
+        name, pkg = cfg_file.parent.parent.name, cfg_file.parent.name
+        if projects is not None and name not in projects:
+            continue
+        found.add(name)
+        importlib.import_module(f"projects.{name}.{pkg}")  # registers the meta-architecture
+        module = importlib.import_module(f"projects.{name}.{pkg}.config")
+        for fn_name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn_name.startswith("add_") and fn_name.endswith("_config") and fn.__module__ == module.__name__:
+                adders[f"{name}.{pkg}.{fn_name}"] = fn
+    if projects is not None and set(projects) - found:
+        raise ValueError(f"--project {sorted(set(projects) - found)}: no projects/<Name>/<pkg>/config.py found")
+    return adders
+
+
+def _added_nodes(adder: Callable) -> set:
+    """Dotted names of the config nodes/keys ``adder`` creates on a default config."""
+    base, cfg = get_cfg(), get_cfg()
+    adder(cfg)
+
+    def walk(node, ref, prefix):
+        out = set()
+        for k, v in node.items():
+            if ref is None or k not in ref:
+                out.add(prefix + k)
+            elif hasattr(v, "items") and hasattr(ref[k], "items"):
+                out |= walk(v, ref[k], prefix + k + ".")
+        return out
+
+    return walk(cfg, base, "")
+
+
+def _has_key(cfg, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split("."):
+        if not hasattr(node, "items") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    for name, adder in discover_config_adders(args.project).items():
+        if all(_has_key(cfg, k) for k in _added_nodes(adder)):
+            continue  # everything it adds is already there (e.g. added by another project)
+        adder(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.WEIGHTS = ""  # speed does not depend on weights; avoids downloads
+    cfg.freeze()
+    return cfg
+
+
+def _num_classes(cfg) -> int:
+    arch = cfg.MODEL.META_ARCHITECTURE.lower()
+    for key, node in cfg.MODEL.items():
+        if hasattr(node, "items") and key.lower() == arch and "NUM_CLASSES" in node:
+            return int(node.NUM_CLASSES)
+    return int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+
+
+def _test_hw(cfg) -> tuple:
+    short = cfg.INPUT.MIN_SIZE_TEST
+    long = min(int(short * 4 / 3 + 0.5), cfg.INPUT.MAX_SIZE_TEST)
+    return short, long
+
+
+def synthetic_batch(cfg, batch_size: int, seed: int) -> List[dict]:
+    """``batch_size`` random uint8 images of the test size, each with 1-5 random GT boxes."""
+    from common.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = _test_hw(cfg)
+    k = _num_classes(cfg)
+    batch = []
+    for _ in range(batch_size):
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = (torch.rand(n, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+        inst.gt_classes = torch.randint(0, k, (n,), generator=g)
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        batch.append({"image": image, "height": h, "width": w, "instances": inst})
+    return batch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark_train(cfg, model, data, num_iter: int, warmup: int) -> float:
+    """Iterations per second of forward + backward + optimizer step."""
+    from common.solver import build_optimizer
+
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    start = 0.0
+    for i in range(warmup + num_iter):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        loss_dict = model(next(data))
+        losses = sum(loss_dict.values())
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+    _sync(device)
+    return num_iter / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def benchmark_inference(cfg, model, num_iter: int, warmup: int) -> float:
+    """Milliseconds per image at batch size 1."""
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.eval()
+    inputs = [[{k: v for k, v in x.items() if k != "instances"}] for x in synthetic_batch(cfg, 2, seed=1)]
+    for i in range(warmup):
+        model(inputs[i % 2])
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(num_iter):
+        model(inputs[i % 2])
+    _sync(device)
+    return (time.perf_counter() - start) * 1000.0 / num_iter
+
+
+def _train_data(cfg, kind: str):
+    if kind == "synthetic":
+        batches = [synthetic_batch(cfg, cfg.SOLVER.IMS_PER_BATCH, seed=s) for s in range(2)]
+        return itertools.cycle(batches)
+    from common.data import build_detection_train_loader
+
+    return iter(build_detection_train_loader(cfg))
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--num-iter", type=int, default=20, help="timed iterations (train and inference)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations before timing")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="overrides MODEL.DEVICE")
+    parser.add_argument("--project", action="append", default=None,
+                        help="project folder(s) whose add_*_config to apply (default: all)")
+    parser.add_argument("--data", choices=["synthetic", "train"], default="synthetic")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+    if args.num_iter < 1 or args.warmup < 0:
+        parser.error("--num-iter must be >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+
+    from tabulate import tabulate
+
+    from common.modeling import build_model
+
+    cfg = setup_cfg(args)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    train_its = None
+    if not args.skip_train:
+        train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
+    infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
+    row = {
+        "config": Path(args.config_file).name,
+        "device": cfg.MODEL.DEVICE,
+        "params (M)": round(params_m, 2),
+        f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
+        "inference ms/img": round(infer_ms, 1),
+    }
+    print(tabulate([row], headers="keys", tablefmt="pipe"))
+    return row
+
+
+if __name__ == "__main__":
+    main()
