@@ -295,11 +295,14 @@ def filter_empty_instances(
     return instances[keep]
 
 
-def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
-    """[ResizeShortestEdge] (+ RandomFlip when training and ``INPUT.RANDOM_FLIP != "none"``).
+def build_resize(cfg, is_train: bool) -> T.ResizeShortestEdge:
+    """The config's shortest-edge resize.
 
     Train: ``INPUT.MIN_SIZE_TRAIN``, ``MAX_SIZE_TRAIN``, ``MIN_SIZE_TRAIN_SAMPLING``;
     test: ``INPUT.MIN_SIZE_TEST``, ``MAX_SIZE_TEST``, "choice".
+
+    Raises:
+        ValueError: "range" sampling with other than 2 values in ``INPUT.MIN_SIZE_TRAIN``.
     """
     if is_train:
         min_size = cfg.INPUT.MIN_SIZE_TRAIN
@@ -309,7 +312,17 @@ def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         min_size = cfg.INPUT.MIN_SIZE_TEST
         max_size = cfg.INPUT.MAX_SIZE_TEST
         sample_style = "choice"
-    augmentation: List[T.Augmentation] = [T.ResizeShortestEdge(min_size, max_size, sample_style)]
+    if sample_style == "range" and len(min_size) != 2:
+        raise ValueError(f"INPUT.MIN_SIZE_TRAIN must have 2 values with 'range' sampling, got {min_size}")
+    return T.ResizeShortestEdge(min_size, max_size, sample_style)
+
+
+def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+    """[ResizeShortestEdge] (+ RandomFlip when training and ``INPUT.RANDOM_FLIP != "none"``).
+
+    The resize is :func:`build_resize`.
+    """
+    augmentation: List[T.Augmentation] = [build_resize(cfg, is_train)]
     if is_train:
         flip = cfg.INPUT.RANDOM_FLIP
         if flip not in ("none", "horizontal", "vertical"):

@@ -36,20 +36,8 @@ def build_transform_gen(cfg, is_train: bool) -> List[T.Augmentation]:
     Unlike :func:`~common.data.detection_utils.build_augmentation`, the flip comes first and is
     always horizontal with p = 0.5 (``INPUT.RANDOM_FLIP`` is ignored, as in the authors' code).
     """
-    if is_train:
-        min_size = cfg.INPUT.MIN_SIZE_TRAIN
-        max_size = cfg.INPUT.MAX_SIZE_TRAIN
-        sample_style = cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-    else:
-        min_size = cfg.INPUT.MIN_SIZE_TEST
-        max_size = cfg.INPUT.MAX_SIZE_TEST
-        sample_style = "choice"
-    if sample_style == "range" and len(min_size) != 2:
-        raise ValueError(f"INPUT.MIN_SIZE_TRAIN must have 2 values with 'range' sampling, got {min_size}")
-    tfm_gens: List[T.Augmentation] = []
-    if is_train:
-        tfm_gens.append(T.RandomFlip())
-    tfm_gens.append(T.ResizeShortestEdge(min_size, max_size, sample_style))
+    tfm_gens: List[T.Augmentation] = [T.RandomFlip()] if is_train else []
+    tfm_gens.append(utils.build_resize(cfg, is_train))
     return tfm_gens
 
 
