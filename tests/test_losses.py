@@ -77,3 +77,37 @@ def test_giou_loss_hand_values():
     assert giou_loss(torch.zeros(0, 4), torch.zeros(0, 4), reduction="mean").item() == 0.0
     with pytest.raises(ValueError, match="XYXY"):
         giou_loss(b1, b2[:2])
+
+
+def test_set_box_losses_hand_values():
+    from common.losses import set_box_losses
+
+    # One image 10x20 (w x h); prediction 1 matched to GT 0.
+    pred = torch.tensor([[[0.0, 0, 1, 1], [0.0, 0, 4, 4]]], requires_grad=True)
+    targets = [{"labels": torch.tensor([0]), "boxes_xyxy": torch.tensor([[0.0, 0, 2, 4]]),
+                "image_size_xyxy": torch.tensor([10.0, 20, 10, 20])}]
+    indices = [(torch.tensor([1]), torch.tensor([0]))]
+    out = set_box_losses(pred, targets, indices, num_boxes=2.0)
+    # L1: |4-2|/10 + |4-4|/20 = 0.2, / 2 boxes
+    assert out["loss_bbox"].item() == pytest.approx(0.1)
+    # IoU = 8/16, enclosing box = union -> GIoU 0.5, loss (1 - 0.5) / 2
+    assert out["loss_giou"].item() == pytest.approx(0.25)
+    out["loss_giou"].backward()
+    assert pred.grad[0, 0].abs().sum() == 0 and pred.grad[0, 1].abs().sum() > 0
+
+
+def test_set_focal_loss_one_hot_and_no_gt():
+    from common.losses import set_focal_loss, sigmoid_focal_loss
+
+    logits = torch.tensor([[[0.5, -1.0], [2.0, 0.0]]])
+    targets = [{"labels": torch.tensor([1]), "boxes_xyxy": torch.zeros(1, 4),
+                "image_size_xyxy": torch.ones(4)}]
+    got = set_focal_loss(logits, targets, [(torch.tensor([0]), torch.tensor([0]))], num_boxes=1.0)
+    onehot = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])
+    assert got.item() == pytest.approx(sigmoid_focal_loss(logits, onehot, 0.25, 2.0, reduction="sum").item())
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes_xyxy": torch.zeros(0, 4),
+              "image_size_xyxy": torch.ones(4)}]
+    none = set_focal_loss(logits, empty, [(torch.zeros(0, dtype=torch.int64),) * 2], num_boxes=1.0)
+    assert none.item() == pytest.approx(
+        sigmoid_focal_loss(logits, torch.zeros_like(logits), 0.25, 2.0, reduction="sum").item()
+    )

@@ -1,8 +1,9 @@
 """Label assigners shared by the detectors.
 
 ``HungarianMatcher`` (DETR / Sparse R-CNN one-to-one matching). OneNet's minimum-cost matcher
-will live here too.
+lives here too (``MinCostMatcher``).
 """
 from .hungarian import HungarianMatcher
+from .min_cost import MinCostMatcher
 
-__all__ = ["HungarianMatcher"]
+__all__ = ["HungarianMatcher", "MinCostMatcher"]

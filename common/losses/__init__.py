@@ -2,9 +2,24 @@
 
 All are thin, documented wrappers on torchvision/fvcore so that every project uses the same
 numerics: ``sigmoid_focal_loss`` (classification), ``focal_classification_cost`` (matcher cost
-of Sparse R-CNN / OneNet / Deformable-DETR), ``giou_loss`` (box regression).
+of Sparse R-CNN / OneNet / Deformable-DETR), ``giou_loss`` (box regression), and the matched-pair losses of set-prediction detectors
+(``set_focal_loss``, ``set_box_losses``, ``num_boxes_across_processes``).
 """
 from .focal import focal_classification_cost, sigmoid_focal_loss
 from .giou import giou_loss
+from .set_prediction import (
+    matched_batch_index,
+    num_boxes_across_processes,
+    set_box_losses,
+    set_focal_loss,
+)
 
-__all__ = ["sigmoid_focal_loss", "focal_classification_cost", "giou_loss"]
+__all__ = [
+    "sigmoid_focal_loss",
+    "focal_classification_cost",
+    "giou_loss",
+    "matched_batch_index",
+    "num_boxes_across_processes",
+    "set_focal_loss",
+    "set_box_losses",
+]

@@ -19,6 +19,7 @@ from .backbone import (
     build_retinanet_resnet_fpn_backbone,
     make_stage,
 )
+from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator  # noqa: F401
 from .meta_arch import META_ARCH_REGISTRY, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.assigners import HungarianMatcher
-from common.losses import giou_loss, sigmoid_focal_loss
-from common.utils import comm
+from common.losses import matched_batch_index, num_boxes_across_processes, set_box_losses, set_focal_loss
 
 __all__ = ["SetCriterion"]
 
@@ -63,51 +62,28 @@ class SetCriterion(nn.Module):
             empty_weight[-1] = eos_coef
             self.register_buffer("empty_weight", empty_weight)
 
-    @staticmethod
-    def _src_permutation_idx(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:
-        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
-        src_idx = torch.cat([src for src, _ in indices])
-        return batch_idx, src_idx
-
     def loss_labels(
         self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Indices, num_boxes: float
     ) -> Dict[str, torch.Tensor]:
         """Focal (or softmax CE) classification loss; unmatched predictions are all-negative."""
         logits = outputs["pred_logits"]  # (B, nr, K) or (B, nr, K + 1)
-        batch_idx, src_idx = self._src_permutation_idx(indices)
-        batch_idx, src_idx = batch_idx.to(logits.device), src_idx.to(logits.device)
-        matched_classes = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)])
         if self.use_focal:
-            onehot = torch.zeros_like(logits)
-            onehot[batch_idx, src_idx, matched_classes] = 1
-            loss = sigmoid_focal_loss(
-                logits.flatten(0, 1), onehot.flatten(0, 1), self.focal_alpha, self.focal_gamma, reduction="sum"
-            )
-            return {"loss_ce": loss / num_boxes}
+            return {"loss_ce": set_focal_loss(logits, targets, indices, num_boxes, self.focal_alpha, self.focal_gamma)}
+        batch_idx, src_idx = matched_batch_index(indices, logits.device)
+        matched_classes = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
-        target_classes[batch_idx, src_idx] = matched_classes
+        target_classes[batch_idx, src_idx] = matched_classes.to(logits.device)
         return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
 
     def loss_boxes(
         self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Indices, num_boxes: float
     ) -> Dict[str, torch.Tensor]:
         """L1 on XYXY boxes divided by the image's ``[w, h, w, h]`` and GIoU on absolute XYXY."""
-        pred = outputs["pred_boxes"]
-        batch_idx, src_idx = self._src_permutation_idx(indices)
-        batch_idx, src_idx = batch_idx.to(pred.device), src_idx.to(pred.device)
-        src_boxes = pred[batch_idx, src_idx]  # (P, 4)
-        tgt_boxes = torch.cat([t["boxes_xyxy"][j.to(pred.device)] for t, (_, j) in zip(targets, indices)])
-        img_whwh = torch.stack([t["image_size_xyxy"] for t in targets]).to(pred)[batch_idx]  # (P, 4)
-
-        loss_giou = giou_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-        loss_bbox = F.l1_loss(src_boxes / img_whwh, tgt_boxes / img_whwh, reduction="sum") / num_boxes
-        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        return set_box_losses(outputs["pred_boxes"], targets, indices, num_boxes)
 
     def get_num_boxes(self, targets: List[dict], device: torch.device) -> float:
         """Average number of GT boxes per process over the global batch, at least 1."""
-        local = sum(len(t["labels"]) for t in targets)
-        total = comm.all_reduce_sum(local, device=device)
-        return max(total / comm.get_world_size(), 1.0)
+        return num_boxes_across_processes(targets, device)
 
     def _stage_losses(self, outputs: Dict[str, torch.Tensor], targets: List[dict], num_boxes: float, suffix: str):
         indices = self.matcher(outputs, targets)

@@ -1,0 +1,91 @@
+"""Losses of set-prediction detectors on matched (prediction, ground truth) pairs.
+
+Shared by Sparse R-CNN (authors' ``sparsercnn/loss.py``) and OneNet (authors'
+``onenet/loss_predefine.py``), whose criteria differ only in the assigner and the stages they
+supervise. ``indices`` is what the assigners in :mod:`common.assigners` return: one
+``(pred_idx, gt_idx)`` pair of int64 tensors per image.
+
+Targets are dicts with ``"labels"`` ``(M,)`` int64 in ``[0, K)``, ``"boxes_xyxy"`` ``(M, 4)``
+XYXY_ABS pixels and ``"image_size_xyxy"`` ``(4,)`` ``[w, h, w, h]`` of the network input
+(resized, unpadded); ``M`` may be 0.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from common.utils import comm
+
+from .focal import sigmoid_focal_loss
+from .giou import giou_loss
+
+__all__ = ["matched_batch_index", "num_boxes_across_processes", "set_focal_loss", "set_box_losses"]
+
+Indices = Sequence[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def matched_batch_index(indices: Indices, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Flatten per-image matches into ``(batch_idx, pred_idx)``, each ``(P,)`` int64 on ``device``,
+    P = total matches; ``pred[batch_idx, pred_idx]`` gathers the matched predictions."""
+    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    pred_idx = torch.cat([src for src, _ in indices])
+    return batch_idx.to(device), pred_idx.to(device)
+
+
+def _matched_targets(targets: List[dict], indices: Indices, key: str, device: torch.device) -> torch.Tensor:
+    return torch.cat([t[key][j.to(t[key].device)] for t, (_, j) in zip(targets, indices)]).to(device)
+
+
+def num_boxes_across_processes(targets: List[dict], device: torch.device) -> float:
+    """Number of GT boxes of the global batch divided by the number of processes, at least 1
+    (the normaliser of every loss term in both authors' codes)."""
+    total = comm.all_reduce_sum(sum(len(t["labels"]) for t in targets), device=device)
+    return max(total / comm.get_world_size(), 1.0)
+
+
+def set_focal_loss(
+    logits: torch.Tensor,
+    targets: List[dict],
+    indices: Indices,
+    num_boxes: float,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Sigmoid focal loss over all predictions and classes, one-hot at the matched pairs.
+
+    Args:
+        logits: ``(B, N, K)`` class logits (no background column).
+        num_boxes: normaliser (:func:`num_boxes_across_processes`).
+
+    Returns:
+        scalar: sum of the focal loss / ``num_boxes``; unmatched predictions are pure negatives.
+    """
+    batch_idx, pred_idx = matched_batch_index(indices, logits.device)
+    onehot = torch.zeros_like(logits)
+    onehot[batch_idx, pred_idx, _matched_targets(targets, indices, "labels", logits.device)] = 1
+    return sigmoid_focal_loss(logits, onehot, alpha, gamma, reduction="sum") / num_boxes
+
+
+def set_box_losses(
+    pred_boxes: torch.Tensor, targets: List[dict], indices: Indices, num_boxes: float
+) -> Dict[str, torch.Tensor]:
+    """L1 and GIoU losses of the matched boxes.
+
+    Args:
+        pred_boxes: ``(B, N, 4)`` XYXY_ABS pixels.
+
+    Returns:
+        ``{"loss_bbox": sum |pred - gt| of XYXY boxes divided by the image's [w, h, w, h],
+        "loss_giou": sum (1 - GIoU) on absolute boxes}``, each / ``num_boxes``. With no match
+        both are 0 and keep the graph.
+    """
+    batch_idx, pred_idx = matched_batch_index(indices, pred_boxes.device)
+    src = pred_boxes[batch_idx, pred_idx]  # (P, 4)
+    tgt = _matched_targets(targets, indices, "boxes_xyxy", src.device).to(src)
+    whwh = torch.stack([t["image_size_xyxy"] for t in targets]).to(src)[batch_idx]  # (P, 4)
+    return {
+        "loss_bbox": F.l1_loss(src / whwh, tgt / whwh, reduction="sum") / num_boxes,
+        "loss_giou": giou_loss(src, tgt, reduction="sum") / num_boxes,
+    }

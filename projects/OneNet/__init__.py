@@ -1,0 +1,1 @@
+"""OneNet project folder (package: ``onenet``)."""

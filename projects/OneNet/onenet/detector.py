@@ -1,0 +1,160 @@
+"""OneNet meta-architecture (Sun et al., "OneNet: Towards End-to-End One-Stage Object Detection";
+authors' ``projects/OneNet/onenet/detector.py``)."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from common.assigners import MinCostMatcher
+from common.layers import batched_nms
+from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess
+from common.structures import Boxes, ImageList, Instances
+
+from .head import build_onenet_head
+from .loss import SetCriterion
+
+__all__ = ["OneNet"]
+
+# The authors pad to a multiple of 32 whatever the backbone says (plain ResNet reports 0).
+SIZE_DIVISIBILITY = 32
+# IoU threshold of the optional NMS ablation (MODEL.OneNet.NMS).
+NMS_THRESH = 0.5
+
+
+@META_ARCH_REGISTRY.register()
+class OneNet(nn.Module):
+    """Backbone + OneNet head (CenterNet-style stride-4 head, or FCOS / RetinaNet heads on FPN).
+
+    Input (detectron2 format): list of dicts with ``"image"`` ``(3, H, W)`` in ``INPUT.FORMAT``
+    order, optional ``"height"``/``"width"`` (output size) and, in training, ``"instances"`` with
+    ``gt_boxes`` (XYXY_ABS pixels of the resized image) and ``gt_classes`` (int64 in ``[0, K)``).
+
+    Output: training -> dict of weighted scalar losses ``loss_ce`` (x ``CLASS_WEIGHT``),
+    ``loss_bbox`` (x ``L1_WEIGHT``), ``loss_giou`` (x ``GIOU_WEIGHT``), plus ``*_stage{s}`` per
+    extra stage with ``NUM_HEADS_TRAIN > 1``; inference -> one ``{"instances": Instances}`` per
+    image with the top ``TEST.DETECTIONS_PER_IMAGE`` (location, class) pairs of stage 1 by sigmoid
+    score: ``pred_boxes`` (XYXY_ABS, rescaled to ``height x width``), ``scores`` (descending),
+    ``pred_classes``. No NMS, no max-pooling, no score threshold (``MODEL.OneNet.NMS`` True adds
+    class-wise NMS at IoU 0.5, for the paper's Table 1 ablation only).
+
+    Raises:
+        ValueError / NotImplementedError: bad ``MODEL.OneNet`` settings (named in the message).
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        on = cfg.MODEL.OneNet
+        if on.PRE_DEFINE:
+            raise NotImplementedError("MODEL.OneNet.PRE_DEFINE (fixed-location matching ablation) is not ported")
+        if on.ACTIVATION != "relu":
+            raise ValueError(f"MODEL.OneNet.ACTIVATION must be 'relu' (as the authors' heads), got {on.ACTIVATION!r}")
+        if on.NUM_CLASSES < 1:
+            raise ValueError(f"MODEL.OneNet.NUM_CLASSES must be >= 1, got {on.NUM_CLASSES}")
+        self.num_classes = on.NUM_CLASSES
+        self.in_features = list(on.IN_FEATURES)
+        self.num_detections = cfg.TEST.DETECTIONS_PER_IMAGE
+        self.nms = on.NMS
+
+        self.backbone = build_backbone(cfg)
+        self.head = build_onenet_head(cfg, self.backbone.output_shape())
+
+        matcher = MinCostMatcher(
+            cost_class=on.CLASS_COST, cost_bbox=on.L1_COST, cost_giou=on.GIOU_COST,
+            alpha=on.ALPHA, gamma=on.GAMMA, mode=on.MATCHER_MODE,
+        )
+        weights = {"loss_ce": on.CLASS_WEIGHT, "loss_bbox": on.L1_WEIGHT, "loss_giou": on.GIOU_WEIGHT}
+        weight_dict = dict(weights)
+        for s in range(2, on.NUM_HEADS_TRAIN + 1):
+            weight_dict.update({f"{k}_stage{s}": v for k, v in weights.items()})
+        self.criterion = SetCriterion(self.num_classes, matcher, weight_dict, on.ALPHA, on.GAMMA)
+
+        if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
+            raise ValueError(f"MODEL.PIXEL_MEAN {cfg.MODEL.PIXEL_MEAN} and MODEL.PIXEL_STD {cfg.MODEL.PIXEL_STD} differ in length")
+        # Non-persistent: the authors normalise with a lambda, their checkpoints have no such keys.
+        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
+        """Normalise each image and pad the batch to a multiple of 32 (bottom/right, value 0)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, SIZE_DIVISIBILITY)
+
+    def forward(self, batched_inputs: List[dict]):
+        """See the class docstring."""
+        images = self.preprocess_image(batched_inputs)
+        feats = self.backbone(images.tensor)
+        stages = self.head([feats[f] for f in self.in_features])
+
+        if not self.training:
+            results = self.inference(stages[0]["pred_logits"], stages[0]["pred_boxes"], images.image_sizes)
+            processed = []
+            for result, inputs, size in zip(results, batched_inputs, images.image_sizes):
+                height, width = inputs.get("height", size[0]), inputs.get("width", size[1])
+                processed.append({"instances": detector_postprocess(result, height, width)})
+            return processed
+
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("OneNet in training mode needs 'instances' in every input dict (use the train mapper)")
+        targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
+        loss_dict = self.criterion(stages, targets)
+        weights = self.criterion.weight_dict
+        return {k: v * weights[k] if k in weights else v for k, v in loss_dict.items()}
+
+    def prepare_targets(self, targets: List[Instances]) -> List[Dict[str, torch.Tensor]]:
+        """GT ``Instances`` -> matcher/criterion dicts (``labels``, ``boxes_xyxy``, ``image_size_xyxy``).
+
+        Raises:
+            ValueError: a GT class outside ``[0, MODEL.OneNet.NUM_CLASSES)``.
+        """
+        out = []
+        for inst in targets:
+            h, w = inst.image_size
+            classes = inst.gt_classes.long()
+            if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
+                raise ValueError(
+                    f"GT class ids {sorted(set(classes.tolist()))} outside [0, {self.num_classes}): "
+                    "MODEL.OneNet.NUM_CLASSES does not match the dataset"
+                )
+            out.append({
+                "labels": classes,
+                "boxes_xyxy": inst.gt_boxes.tensor.float(),
+                "image_size_xyxy": torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device),
+            })
+        return out
+
+    def inference(
+        self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes: List[Tuple[int, int]]
+    ) -> List[Instances]:
+        """Top-k (location, class) pairs by sigmoid score over all locations and classes.
+
+        Args:
+            logits: ``(B, N, K)``; boxes: ``(B, N, 4)`` XYXY_ABS in the network input frame;
+            image_sizes: B ``(h, w)`` of the resized, unpadded inputs.
+
+        Returns:
+            B ``Instances`` with ``min(TEST.DETECTIONS_PER_IMAGE, N * K)`` detections each
+            (fewer after the optional NMS), scores descending.
+        """
+        num_classes = logits.shape[-1]
+        scores = logits.sigmoid().flatten(1)  # (B, N*K), index = location * K + class
+        k = min(self.num_detections, scores.shape[1])
+        top_scores, top_idx = scores.topk(k, dim=1)
+        labels = top_idx % num_classes
+        top_boxes = boxes.gather(1, (top_idx // num_classes).unsqueeze(-1).expand(-1, -1, 4))
+        results = []
+        for s, l, b, size in zip(top_scores, labels, top_boxes, image_sizes):
+            if self.nms:
+                keep = batched_nms(b, s, l, NMS_THRESH)
+                s, l, b = s[keep], l[keep], b[keep]
+            inst = Instances(size)
+            inst.pred_boxes = Boxes(b)
+            inst.scores = s
+            inst.pred_classes = l
+            results.append(inst)
+        return results
