@@ -4,6 +4,7 @@
 lives here too (``MinCostMatcher``).
 """
 from .hungarian import HungarianMatcher
+from .gaussian import GAUSSIAN_RADIUS_VARIANTS, build_centernet_targets, draw_gaussian, gaussian_radius  # noqa: F401
 from .min_cost import MinCostMatcher
 
 __all__ = ["HungarianMatcher", "MinCostMatcher"]

@@ -7,6 +7,7 @@ of Sparse R-CNN / OneNet / Deformable-DETR), ``giou_loss`` (box regression), and
 """
 from .focal import focal_classification_cost, sigmoid_focal_loss
 from .giou import giou_loss
+from .heatmap_focal import clamped_sigmoid, gathered_l1_loss, heatmap_focal_loss  # noqa: F401
 from .set_prediction import (
     matched_batch_index,
     num_boxes_across_processes,

@@ -20,6 +20,10 @@ from .backbone import (
     make_stage,
 )
 from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator  # noqa: F401
+from .backbone import (  # noqa: F401
+    DLASeg, ResNetDeconv, StackedHourglass, add_dla_config, add_hourglass_config, add_resnet_deconv_config,
+    build_dla_backbone, build_hourglass_backbone, build_resnet_deconv_backbone,
+)
 from .meta_arch import META_ARCH_REGISTRY, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess

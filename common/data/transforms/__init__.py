@@ -22,6 +22,7 @@ from .augmentation_impl import (
     Resize,
     ResizeShortestEdge,
 )
+from .centernet_aug import AffineTransform, ColorJitterLighting, ColorJitterLightingTransform, RandomCenterAffine, center_scale_affine_matrix  # noqa: F401,E501
 from .transform import (
     BlendTransform,
     CropTransform,

@@ -1,0 +1,195 @@
+"""The CornerNet / CenterNet training augmentation as fvcore transforms (boxes follow the image).
+
+* :class:`AffineTransform`: a 2x3 similarity warp (``cv2.warpAffine``, bilinear, constant 0
+  border) of image and coordinates; crop + resize + pad in one step, as in the authors'
+  ``get_affine_transform`` / ``warpAffine`` ([XZ] ``src/lib/utils/image.py``).
+* :class:`RandomCenterAffine`: the random scale-and-crop of CenterNet ([XZ]
+  ``src/lib/datasets/sample/ctdet.py``): ``s = max(H, W) * choice(scales)``, centre uniform in
+  ``[border, size - border)`` (border halved until it fits), warped to a fixed output size; or
+  the ``--not_rand_crop`` Gaussian shift/scale jitter.
+* :class:`ColorJitterLighting` / :class:`ColorJitterLightingTransform`: brightness, contrast and
+  saturation with ``alpha = 1 + U(-v, v)`` in random order, then PCA lighting
+  ``+ eigvec @ (eigval * N(0, std))`` ([XZ] ``color_aug``; CornerNet ``sample/utils.py``).
+
+Coordinates: the same matrix maps image pixels and box corners (the authors' convention).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from fvcore.transforms.transform import Transform
+
+from .augmentation import Augmentation
+
+__all__ = [
+    "AffineTransform",
+    "ColorJitterLighting",
+    "ColorJitterLightingTransform",
+    "RandomCenterAffine",
+    "center_scale_affine_matrix",
+]
+
+
+def center_scale_affine_matrix(center: Sequence[float], scale: float, output_size: Tuple[int, int]) -> np.ndarray:
+    """``(2, 3)`` matrix mapping a square window of side ``scale`` (input pixels) centred at
+    ``center = (cx, cy)`` onto an output of ``output_size = (h, w)``; both axes scale by
+    ``w / scale`` (the authors' ``get_affine_transform`` with ``rot = 0``).
+
+    Raises:
+        ValueError: ``scale <= 0``.
+    """
+    if scale <= 0:
+        raise ValueError(f"center_scale_affine_matrix: scale must be > 0, got {scale}")
+    h, w = output_size
+    k = float(w) / float(scale)
+    return np.array([[k, 0.0, w / 2.0 - k * center[0]], [0.0, k, h / 2.0 - k * center[1]]], dtype=np.float64)
+
+
+class AffineTransform(Transform):
+    """Warp by a ``(2, 3)`` affine ``matrix`` to an ``out_h x out_w`` image.
+
+    ``apply_image``: ``(H, W[, C])`` uint8/float -> ``(out_h, out_w[, C])`` same dtype (bilinear,
+    border 0); ``apply_coords``: ``(N, 2)`` (x, y) -> ``matrix @ [x, y, 1]``; ``apply_segmentation``:
+    nearest neighbour.
+    """
+
+    def __init__(self, matrix: np.ndarray, out_h: int, out_w: int, border_value: float = 0.0):
+        super().__init__()
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.shape != (2, 3):
+            raise ValueError(f"AffineTransform: matrix must be (2, 3), got {matrix.shape}")
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray, interp: Optional[int] = None) -> np.ndarray:
+        flags = cv2.INTER_LINEAR if interp is None else interp
+        out = cv2.warpAffine(img, self.matrix, (int(self.out_w), int(self.out_h)), flags=flags,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=self.border_value)
+        if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
+            out = out[:, :, None]
+        return out
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords = np.asarray(coords, dtype=np.float64)
+        return coords @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation, interp=cv2.INTER_NEAREST)
+
+
+def _get_border(border: int, size: int) -> int:
+    """Largest ``border // 2^k`` with ``size - b > b`` (the authors' ``_get_border``)."""
+    i = 1
+    while size - border // i <= border // i:
+        i *= 2
+    return border // i
+
+
+class RandomCenterAffine(Augmentation):
+    """CenterNet's random scale + crop to a fixed ``output_size = (h, w)``.
+
+    Args:
+        output_size: (h, w) of the network input (512x512 for COCO).
+        scales: scale factors of ``max(H, W)`` to choose from (``np.arange(0.6, 1.4, 0.1)``).
+        border: minimum distance of the random centre to the image border (128), halved until it fits.
+        random_crop: False selects the ``--not_rand_crop`` jitter: centre shifted by
+            ``s * clip(N(0, shift), -2 shift, 2 shift)``, ``s *= clip(N(1, scale), 1 - scale, 1 + scale)``.
+    """
+
+    def __init__(self, output_size: Tuple[int, int] = (512, 512),
+                 scales: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), border: int = 128,
+                 random_crop: bool = True, shift: float = 0.1, scale: float = 0.4):
+        super().__init__()
+        if len(output_size) != 2 or min(output_size) <= 0:
+            raise ValueError(f"RandomCenterAffine: output_size must be (h, w) > 0, got {output_size} "
+                             "(INPUT.CENTERNET.TRAIN_SIZE)")
+        if len(scales) == 0 or min(scales) <= 0:
+            raise ValueError(f"RandomCenterAffine: scales must be positive, got {scales} (INPUT.CENTERNET.SCALES)")
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> AffineTransform:
+        h, w = image.shape[:2]
+        s = float(max(h, w))
+        c = np.array([w / 2.0, h / 2.0])
+        if self.random_crop:
+            s = s * float(np.random.choice(self.scales))
+            wb, hb = _get_border(self.border, w), _get_border(self.border, h)
+            c = np.array([np.random.randint(low=wb, high=max(w - wb, wb + 1)),
+                          np.random.randint(low=hb, high=max(h - hb, hb + 1))], dtype=np.float64)
+        else:
+            c = c + s * np.clip(np.random.randn(2) * self.shift, -2 * self.shift, 2 * self.shift)
+            s = s * float(np.clip(np.random.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale))
+        out_h, out_w = self.output_size
+        return AffineTransform(center_scale_affine_matrix(c, s, (out_h, out_w)), out_h, out_w)
+
+
+class ColorJitterLightingTransform(Transform):
+    """Deterministic colour jitter + PCA lighting (parameters fixed; see :class:`ColorJitterLighting`).
+
+    ``apply_image``: ``(H, W, 3)`` uint8 or float in 0-255 -> float32, not clipped (as the authors).
+    The grey image used by contrast/saturation is computed once from the input. Coordinates are unchanged.
+
+    Args:
+        order: permutation of (0 brightness, 1 contrast, 2 saturation).
+        alphas: (3,) factors of the three operations.
+        lighting: (3,) additive offset in 0-255 units, in the image's channel order.
+        image_format: "BGR" or "RGB" (which channel is blue, for the grey image).
+    """
+
+    def __init__(self, order: Sequence[int], alphas: Sequence[float], lighting: np.ndarray, image_format: str = "BGR"):
+        super().__init__()
+        if image_format not in ("BGR", "RGB"):
+            raise ValueError(f"ColorJitterLightingTransform: image_format must be BGR or RGB, got {image_format!r}")
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"ColorJitterLightingTransform expects (H, W, 3) images, got {img.shape}")
+        img = img.astype(np.float32)
+        wts = np.array([0.114, 0.587, 0.299] if self.image_format == "BGR" else [0.299, 0.587, 0.114], np.float32)
+        gs = img @ wts  # (H, W)
+        gs_mean = float(gs.mean())
+        for op in self.order:
+            a = float(self.alphas[op])
+            if op == 0:
+                img = img * a
+            elif op == 1:
+                img = img * a + gs_mean * (1 - a)
+            else:
+                img = img * a + gs[:, :, None] * (1 - a)
+        return img + np.asarray(self.lighting, np.float32).reshape(1, 1, 3)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return segmentation
+
+
+class ColorJitterLighting(Augmentation):
+    """Random brightness/contrast/saturation (``alpha = 1 + U(-jitter, jitter)``, random order) and
+    PCA lighting (``eigvec @ (eigval * N(0, lighting_std))`` x 255).
+
+    Args:
+        eig_val: (3,) PCA eigen-values of the dataset's colours (/255 units, BGR order).
+        eig_vec: (3, 3) eigen-vectors (rows = BGR channels), as the authors' ``_eig_vec``.
+        jitter: 0.4 in the authors' code. lighting_std: 0.1.
+        image_format: channel order of the images the mapper reads ("BGR" or "RGB").
+    """
+
+    def __init__(self, eig_val: Sequence[float], eig_vec: Sequence[Sequence[float]], jitter: float = 0.4,
+                 lighting_std: float = 0.1, image_format: str = "BGR"):
+        super().__init__()
+        eig_val = np.asarray(eig_val, np.float64).reshape(3)
+        eig_vec = np.asarray(eig_vec, np.float64).reshape(3, 3)
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> ColorJitterLightingTransform:
+        order = np.random.permutation(3).tolist()
+        alphas = (1.0 + np.random.uniform(-self.jitter, self.jitter, size=3)).tolist()
+        alpha = np.random.normal(scale=self.lighting_std, size=3)
+        lighting = (self.eig_vec @ (self.eig_val * alpha)) * 255.0  # BGR order
+        if self.image_format == "RGB":
+            lighting = lighting[::-1].copy()
+        return ColorJitterLightingTransform(order, alphas, lighting, self.image_format)

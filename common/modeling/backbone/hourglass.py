@@ -1,0 +1,186 @@
+"""Stacked Hourglass-104 of CornerNet / CenterNet (Newell et al. 2016; Law & Deng 2018).
+
+Structure ([CN] ``models/py_utils/kp.py``, [XZ] ``src/lib/models/networks/large_hourglass.py``;
+``dense_detectors.md`` 1.1 and 2.1):
+
+* ``pre``: 7x7 conv s2 (3 -> 128) + BN + ReLU, then a stride-2 residual (128 -> 256): stride 4.
+* ``NUM_STACKS`` hourglass modules of depth 5, dims [256, 256, 384, 384, 384, 512], residual
+  counts [2, 2, 2, 2, 2, 4]; down-sampling by a stride-2 residual (no max-pool), up-sampling by
+  nearest x2, merge by addition; after each module a 3x3 conv-BN-ReLU (``cnvs``).
+* between stacks: ``inter = ReLU(BN(1x1(inter)) + BN(1x1(cnv)))`` then a residual.
+
+Every stack's output is returned (``hg0``, ``hg1``, ...; all stride 4, 256 channels), so that a
+detector can supervise them all and use the last one at test time. The detection heads (and
+CornerNet's corner pooling) are not part of the backbone. Keys under ``MODEL.HOURGLASS`` come
+from :func:`add_hourglass_config`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import CfgNode as CN
+from common.layers import ShapeSpec, get_norm
+
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["ConvBNReLU", "HourglassResidual", "HourglassModule", "StackedHourglass", "add_hourglass_config",
+           "build_hourglass_backbone"]
+
+
+def add_hourglass_config(cfg: CN) -> None:
+    """Add ``MODEL.HOURGLASS`` (if missing): ``NUM_STACKS`` (2), ``DIMS``, ``MODULES`` (residuals per
+    level), ``PRE_CHANNELS`` (128), ``CNV_DIM`` (256), ``NORM``, ``OUT_FEATURE_PREFIX`` ("hg")."""
+    if "HOURGLASS" in cfg.MODEL:
+        return
+    cfg.MODEL.HOURGLASS = CN()
+    h = cfg.MODEL.HOURGLASS
+    h.NUM_STACKS = 2
+    h.DIMS = [256, 256, 384, 384, 384, 512]
+    h.MODULES = [2, 2, 2, 2, 2, 4]
+    h.PRE_CHANNELS = 128
+    h.CNV_DIM = 256
+    h.NORM = "BN"
+    h.OUT_FEATURE_PREFIX = "hg"
+
+
+class ConvBNReLU(nn.Module):
+    """``k x k`` conv (padding (k-1)/2, bias only without BN) -> [BN] -> ReLU ([CN] ``convolution``)."""
+
+    def __init__(self, k: int, in_channels: int, out_channels: int, stride: int = 1, with_bn: bool = True,
+                 norm: str = "BN"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, k, stride, (k - 1) // 2, bias=not with_bn)
+        self.bn = get_norm(norm, out_channels) if with_bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu_(self.bn(self.conv(x)))
+
+
+class HourglassResidual(nn.Module):
+    """3x3 conv(stride)-BN-ReLU -> 3x3 conv-BN, skip (1x1 conv(stride)+BN if the shape changes), add, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "BN"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = get_norm(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = get_norm(norm, out_channels)
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                      get_norm(norm, out_channels))
+        else:
+            self.skip = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu_(self.bn1(self.conv1(x)))
+        return F.relu_(self.bn2(self.conv2(out)) + self.skip(x))
+
+
+def _residuals(in_ch: int, out_ch: int, n: int, norm: str, first_stride: int = 1, reverse: bool = False) -> nn.Sequential:
+    """``n`` residuals; the first (or, with ``reverse``, the last) changes ``in_ch -> out_ch``."""
+    if reverse:
+        layers = [HourglassResidual(in_ch, in_ch, 1, norm) for _ in range(n - 1)]
+        layers.append(HourglassResidual(in_ch, out_ch, 1, norm))
+    else:
+        layers = [HourglassResidual(in_ch, out_ch, first_stride, norm)]
+        layers += [HourglassResidual(out_ch, out_ch, 1, norm) for _ in range(n - 1)]
+    return nn.Sequential(*layers)
+
+
+class HourglassModule(nn.Module):
+    """One recursive hourglass level ([CN] ``kp_module``): ``up1(x) + upsample(low3(low2(low1(x))))``.
+
+    ``low1`` starts with a stride-2 residual; ``low2`` is the next level (or ``modules[1]``
+    residuals at the innermost one). ``forward(x (N, dims[0], H, W)) -> same shape``; H, W must be
+    divisible by ``2 ** n``.
+    """
+
+    def __init__(self, n: int, dims: Sequence[int], modules: Sequence[int], norm: str = "BN"):
+        super().__init__()
+        curr_mod, next_mod = modules[0], modules[1]
+        curr_dim, next_dim = dims[0], dims[1]
+        self.up1 = _residuals(curr_dim, curr_dim, curr_mod, norm)
+        self.low1 = _residuals(curr_dim, next_dim, curr_mod, norm, first_stride=2)
+        if n > 1:
+            self.low2 = HourglassModule(n - 1, dims[1:], modules[1:], norm)
+        else:
+            self.low2 = _residuals(next_dim, next_dim, next_mod, norm)
+        self.low3 = _residuals(next_dim, curr_dim, curr_mod, norm, reverse=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up1 = self.up1(x)
+        low = self.low3(self.low2(self.low1(x)))
+        return up1 + F.interpolate(low, scale_factor=2.0, mode="nearest")
+
+
+class StackedHourglass(Backbone):
+    """``pre`` + ``num_stacks`` hourglasses with intermediate connections.
+
+    ``forward(x (N, 3, H, W))``, H and W multiples of ``4 * 2 ** (len(dims) - 1)`` (128 for
+    Hourglass-104) -> ``{prefix + str(i): (N, cnv_dim, H/4, W/4)}`` for every stack ``i``.
+    """
+
+    def __init__(self, num_stacks: int = 2, dims: Sequence[int] = (256, 256, 384, 384, 384, 512),
+                 modules: Sequence[int] = (2, 2, 2, 2, 2, 4), pre_channels: int = 128, cnv_dim: int = 256,
+                 norm: str = "BN", prefix: str = "hg"):
+        super().__init__()
+        if num_stacks < 1 or len(dims) != len(modules) or len(dims) < 2:
+            raise ValueError(
+                f"MODEL.HOURGLASS: NUM_STACKS ({num_stacks}) must be >= 1 and DIMS {list(dims)} / "
+                f"MODULES {list(modules)} must have the same length >= 2"
+            )
+        curr_dim = dims[0]
+        self.num_stacks = num_stacks
+        self.depth = len(dims) - 1
+        self.pre = nn.Sequential(ConvBNReLU(7, 3, pre_channels, stride=2, norm=norm),
+                                 HourglassResidual(pre_channels, curr_dim, stride=2, norm=norm))
+        self.kps = nn.ModuleList([HourglassModule(self.depth, dims, modules, norm) for _ in range(num_stacks)])
+        self.cnvs = nn.ModuleList([ConvBNReLU(3, curr_dim, cnv_dim, norm=norm) for _ in range(num_stacks)])
+        self.inters = nn.ModuleList([HourglassResidual(curr_dim, curr_dim, norm=norm) for _ in range(num_stacks - 1)])
+        self.inters_ = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(curr_dim, curr_dim, 1, bias=False), get_norm(norm, curr_dim))
+            for _ in range(num_stacks - 1)
+        ])
+        self.cnvs_ = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(cnv_dim, curr_dim, 1, bias=False), get_norm(norm, curr_dim))
+            for _ in range(num_stacks - 1)
+        ])
+        self._out_features = [f"{prefix}{i}" for i in range(num_stacks)]
+        self._out_feature_channels = {f: cnv_dim for f in self._out_features}
+        self._out_feature_strides = {f: 4 for f in self._out_features}
+
+    @property
+    def size_divisibility(self) -> int:
+        return 4 * 2 ** self.depth
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        inter = self.pre(x)
+        outs: List[torch.Tensor] = []
+        for i in range(self.num_stacks):
+            cnv = self.cnvs[i](self.kps[i](inter))
+            outs.append(cnv)
+            if i < self.num_stacks - 1:
+                inter = F.relu_(self.inters_[i](inter) + self.cnvs_[i](cnv))
+                inter = self.inters[i](inter)
+        return dict(zip(self._out_features, outs))
+
+
+@BACKBONE_REGISTRY.register()
+def build_hourglass_backbone(cfg, input_shape: ShapeSpec) -> StackedHourglass:
+    """:class:`StackedHourglass` from ``MODEL.HOURGLASS`` (see :func:`add_hourglass_config`).
+
+    Raises:
+        KeyError: ``MODEL.HOURGLASS`` missing; ValueError: bad sizes or input channels != 3.
+    """
+    if "HOURGLASS" not in cfg.MODEL:
+        raise KeyError("MODEL.HOURGLASS is missing: call add_hourglass_config(cfg) (or add_centernet_config)")
+    if input_shape.channels != 3:
+        raise ValueError(f"build_hourglass_backbone expects 3 input channels, got {input_shape.channels}")
+    h = cfg.MODEL.HOURGLASS
+    return StackedHourglass(int(h.NUM_STACKS), list(h.DIMS), list(h.MODULES), int(h.PRE_CHANNELS),
+                            int(h.CNV_DIM), h.NORM, h.OUT_FEATURE_PREFIX)

@@ -1,0 +1,82 @@
+"""Config keys of CenterNet ("Objects as Points", Zhou et al. 2019), with the authors' defaults.
+
+Sources: [XZ] xingyizhou/CenterNet ``src/lib/opts.py`` (heads, loss weights, K, flip/multi-scale
+test), ``src/lib/datasets/dataset/coco.py`` (mean/std, PCA eigen-values/-vectors, 512x512 input)
+and ``src/lib/datasets/sample/ctdet.py`` (augmentation); facts in ``dense_detectors.md`` section 1.
+"""
+from __future__ import annotations
+
+from common.config import CfgNode as CN
+from common.modeling.backbone.dla import add_dla_config
+from common.modeling.backbone.hourglass import add_hourglass_config
+from common.modeling.backbone.resnet_deconv import add_resnet_deconv_config
+
+__all__ = ["add_centernet_config"]
+
+
+def add_centernet_config(cfg: CN) -> None:
+    """Add ``MODEL.CENTERNET.*``, ``INPUT.CENTERNET.*`` and the backbone nodes
+    (``MODEL.RESNET_DECONV``, ``MODEL.DLA``, ``MODEL.HOURGLASS``; only when missing) to ``cfg`` in place.
+
+    Also sets the authors' pixel statistics (BGR, /255 then mean/std -> ``PIXEL_MEAN = 255 * mean``,
+    ``PIXEL_STD = 255 * std``), ``SOLVER.OPTIMIZER = "ADAMW"`` with zero weight decay (= Adam, as
+    the authors) and the 512x512 test size; YAML files and CLI overrides are merged afterwards.
+    """
+    cfg.MODEL.CENTERNET = CN()
+    c = cfg.MODEL.CENTERNET
+    c.NUM_CLASSES = 80
+    c.IN_FEATURES = ["up"]  # one per supervised stack; the last one is used at test time
+    c.HEAD_CONV = 64  # 3x3 conv width of each head (256 for DLA / Hourglass); 0 = direct 1x1 conv
+    c.PRIOR_BIAS = -2.19  # heatmap final-conv bias (prior ~0.1)
+    c.DOWN_RATIO = 4  # output stride R; must equal the backbone feature's stride
+    # Targets (common.assigners.gaussian).
+    c.GAUSSIAN_RADIUS_VARIANT = "cornernet_bug"  # or "cornernet_fixed" (CornerNet's corrected formula)
+    c.MIN_OVERLAP = 0.7
+    # Loss weights (opts.py: hm_weight, wh_weight, off_weight) and focal exponents.
+    c.HM_WEIGHT = 1.0
+    c.WH_WEIGHT = 0.1
+    c.OFF_WEIGHT = 1.0
+    c.FOCAL_ALPHA = 2.0
+    c.FOCAL_BETA = 4.0
+    # Inference.
+    c.TOPK = 100  # --K: detections per image, over all classes, no score threshold
+    c.FLIP_TEST = False  # --flip_test: average hm/wh with the flipped image; offset from the original
+    c.TEST_SCALES = [1.0]  # --test_scales; more than one scale -> concatenation + Gaussian soft-NMS
+    c.SOFT_NMS_SIGMA = 0.5
+    c.SOFT_NMS_SCORE_THRESH = 0.001
+    c.NMS = False  # --nms: soft-NMS also with a single scale
+    c.TEST_PAD_CENTERED = True  # authors: pad to (H | 31) + 1 (hourglass: | 127) with the image centred
+
+    cfg.INPUT.CENTERNET = CN()
+    i = cfg.INPUT.CENTERNET
+    i.TRAIN_SIZE = (512, 512)  # (h, w) of the fixed training input
+    i.SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # np.arange(0.6, 1.4, 0.1)
+    i.BORDER = 128  # random-centre border, halved until it fits
+    i.RANDOM_CROP = True  # False: the authors' --not_rand_crop (shift 0.1 / scale 0.4 jitter)
+    i.SHIFT = 0.1
+    i.SCALE = 0.4
+    i.COLOR_AUG = True
+    i.COLOR_JITTER = 0.4  # brightness/contrast/saturation alpha = 1 + U(-0.4, 0.4)
+    i.LIGHTING_STD = 0.1
+    # COCO PCA of the pixel colours in BGR order, /255 units ([XZ] coco.py _eig_val / _eig_vec).
+    i.EIG_VAL = [0.2141788, 0.01817699, 0.00341571]
+    i.EIG_VEC = [
+        [-0.58752847, -0.69563484, 0.41340352],
+        [-0.5832747, 0.00994535, -0.81221408],
+        [-0.56089297, 0.71832671, 0.41158938],
+    ]
+
+    cfg.MODEL.PIXEL_MEAN = [104.01362, 114.03422, 119.91659]  # 255 * [0.40789654, 0.44719302, 0.47026115]
+    cfg.MODEL.PIXEL_STD = [73.60276, 69.89082, 70.91508]  # 255 * [0.28863828, 0.27408164, 0.27809835]
+    cfg.INPUT.FORMAT = "BGR"
+    cfg.INPUT.MIN_SIZE_TEST = 512
+    cfg.INPUT.MAX_SIZE_TEST = 512
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.WEIGHT_DECAY = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+
+    add_resnet_deconv_config(cfg)
+    add_dla_config(cfg)
+    add_hourglass_config(cfg)

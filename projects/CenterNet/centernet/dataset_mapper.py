@@ -1,0 +1,58 @@
+"""CenterNet dataset mapper: the authors' augmentation on :class:`common.data.DatasetMapper`.
+
+Training ([XZ] ``src/lib/datasets/sample/ctdet.py``): random scale (``max(H, W) x
+INPUT.CENTERNET.SCALES``) and random-centre crop warped to ``INPUT.CENTERNET.TRAIN_SIZE`` (one
+affine warp, black border), horizontal flip (``INPUT.RANDOM_FLIP``), colour jitter + PCA lighting
+(``INPUT.CENTERNET.COLOR_AUG``). Boxes follow the same transforms and are clipped to the input;
+boxes left empty are dropped; images without boxes are kept.
+
+Test: resize keeping the aspect ratio (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; a size of 0
+keeps the original resolution, the authors' ``--keep_res``); the model pads the image centred to
+``(H | 31) + 1`` x ``(W | 31) + 1`` (``MODEL.CENTERNET.TEST_PAD_CENTERED``).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from common.data import DatasetMapper
+from common.data import transforms as T
+
+__all__ = ["CenterNetDatasetMapper", "build_centernet_augmentation"]
+
+
+def build_centernet_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+    """The list of augmentations described in the module docstring.
+
+    Raises:
+        ValueError: bad ``INPUT.RANDOM_FLIP`` or ``INPUT.CENTERNET.*`` values.
+    """
+    if not is_train:
+        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+    c = cfg.INPUT.CENTERNET
+    augs: List[T.Augmentation] = [
+        T.RandomCenterAffine(tuple(c.TRAIN_SIZE), tuple(c.SCALES), int(c.BORDER), bool(c.RANDOM_CROP),
+                             float(c.SHIFT), float(c.SCALE))
+    ]
+    flip = cfg.INPUT.RANDOM_FLIP
+    if flip not in ("none", "horizontal", "vertical"):
+        raise ValueError(f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}")
+    if flip != "none":
+        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    if c.COLOR_AUG:
+        augs.append(T.ColorJitterLighting(c.EIG_VAL, c.EIG_VEC, float(c.COLOR_JITTER), float(c.LIGHTING_STD),
+                                          cfg.INPUT.FORMAT))
+    return augs
+
+
+class CenterNetDatasetMapper(DatasetMapper):
+    """:class:`DatasetMapper` with :func:`build_centernet_augmentation`; ``CenterNetDatasetMapper(cfg, is_train)``.
+
+    Output as DatasetMapper; in training ``image`` is a float32 ``(3, h, w)`` tensor (colour
+    jitter is not clipped, as the authors) of ``INPUT.CENTERNET.TRAIN_SIZE``.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        ret = super().from_config(cfg, is_train)
+        ret["augmentations"] = build_centernet_augmentation(cfg, is_train)
+        return ret
