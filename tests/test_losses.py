@@ -111,3 +111,18 @@ def test_set_focal_loss_one_hot_and_no_gt():
     assert none.item() == pytest.approx(
         sigmoid_focal_loss(logits, torch.zeros_like(logits), 0.25, 2.0, reduction="sum").item()
     )
+
+
+def test_set_targets_from_instances_and_bad_class_names_key():
+    from common.losses import set_targets_from_instances
+    from common.structures import Boxes, Instances
+
+    inst = Instances((20, 10))  # (h, w)
+    inst.gt_boxes = Boxes(torch.tensor([[1.0, 2, 3, 4]]))
+    inst.gt_classes = torch.tensor([2])
+    (t,) = set_targets_from_instances([inst], 3, torch.device("cpu"), "MODEL.X.NUM_CLASSES")
+    assert t["labels"].tolist() == [2]
+    assert t["image_size_xyxy"].tolist() == [10.0, 20.0, 10.0, 20.0]
+    assert t["boxes_xyxy"].tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    with pytest.raises(ValueError, match="MODEL.X.NUM_CLASSES"):
+        set_targets_from_instances([inst], 2, torch.device("cpu"), "MODEL.X.NUM_CLASSES")

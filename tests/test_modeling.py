@@ -307,3 +307,19 @@ def test_detector_postprocess_scales_clips_and_drops():
     assert detector_postprocess(anisotropic, 25, 300).pred_boxes.tensor.tolist() == [[30, 5, 60, 10]]
     with pytest.raises(ValueError, match="pred_boxes"):
         detector_postprocess(Instances((5, 5), scores=torch.ones(1)), 10, 10)
+
+
+def test_register_pixel_stats_buffers_and_errors():
+    from torch import nn
+
+    from common.config import get_cfg
+    from common.modeling import register_pixel_stats
+
+    cfg = get_cfg()
+    m = nn.Module()
+    register_pixel_stats(m, cfg)
+    assert m.pixel_mean.shape == (3, 1, 1) and m.pixel_std.flatten().tolist() == [1.0, 1.0, 1.0]
+    assert "pixel_mean" not in m.state_dict()  # the authors' checkpoints have no such key
+    cfg.MODEL.PIXEL_STD = [1.0, 1.0]
+    with pytest.raises(ValueError, match="MODEL.PIXEL_MEAN"):
+        register_pixel_stats(nn.Module(), cfg)

@@ -13,6 +13,7 @@ from .set_prediction import (
     num_boxes_across_processes,
     set_box_losses,
     set_focal_loss,
+    set_targets_from_instances,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "num_boxes_across_processes",
     "set_focal_loss",
     "set_box_losses",
+    "set_targets_from_instances",
 ]

@@ -21,7 +21,13 @@ from common.utils import comm
 from .focal import sigmoid_focal_loss
 from .giou import giou_loss
 
-__all__ = ["matched_batch_index", "num_boxes_across_processes", "set_focal_loss", "set_box_losses"]
+__all__ = [
+    "matched_batch_index",
+    "num_boxes_across_processes",
+    "set_focal_loss",
+    "set_box_losses",
+    "set_targets_from_instances",
+]
 
 Indices = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -89,3 +95,30 @@ def set_box_losses(
         "loss_bbox": F.l1_loss(src / whwh, tgt / whwh, reduction="sum") / num_boxes,
         "loss_giou": giou_loss(src, tgt, reduction="sum") / num_boxes,
     }
+
+
+def set_targets_from_instances(
+    instances: Sequence, num_classes: int, device: torch.device, num_classes_key: str = "NUM_CLASSES"
+) -> List[Dict[str, torch.Tensor]]:
+    """Ground-truth ``Instances`` (``gt_boxes`` XYXY_ABS in the network input, ``gt_classes``) ->
+    the target dicts of this module (``labels``, ``boxes_xyxy``, ``image_size_xyxy``).
+
+    Raises:
+        ValueError: a class id outside ``[0, num_classes)``; the message names ``num_classes_key``
+            (the config key to fix).
+    """
+    out = []
+    for inst in instances:
+        h, w = inst.image_size
+        classes = inst.gt_classes.long().to(device)
+        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
+            raise ValueError(
+                f"GT class ids {sorted(set(classes.tolist()))} outside [0, {num_classes}): "
+                f"{num_classes_key} does not match the dataset"
+            )
+        out.append({
+            "labels": classes,
+            "boxes_xyxy": inst.gt_boxes.tensor.float().to(device),
+            "image_size_xyxy": torch.tensor([w, h, w, h], dtype=torch.float32, device=device),
+        })
+    return out

@@ -27,6 +27,7 @@ from .backbone import (  # noqa: F401
 from .meta_arch import META_ARCH_REGISTRY, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess
+from .preprocessing import register_pixel_stats
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -49,5 +50,6 @@ __all__ = [
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",
     "detector_postprocess",
+    "register_pixel_stats",
     "make_stage",
 ]

@@ -10,7 +10,7 @@ from torch import nn
 
 from common.assigners import build_centernet_targets
 from common.losses import clamped_sigmoid, gathered_l1_loss, heatmap_focal_loss
-from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess
+from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
 from common.structures import Boxes, Instances
 
 from .decode import centernet_decode, soft_nms_gaussian
@@ -72,10 +72,7 @@ class CenterNet(nn.Module):
         self.soft_nms_thresh = float(c.SOFT_NMS_SCORE_THRESH)
         self.pad_centered = bool(c.TEST_PAD_CENTERED)
 
-        if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
-            raise ValueError(f"MODEL.PIXEL_MEAN {cfg.MODEL.PIXEL_MEAN} and MODEL.PIXEL_STD {cfg.MODEL.PIXEL_STD} differ in length")
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), persistent=False)
+        register_pixel_stats(self, cfg)
 
     @property
     def device(self) -> torch.device:

@@ -9,7 +9,8 @@ from torch import nn
 
 from common.assigners import MinCostMatcher
 from common.layers import batched_nms
-from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess
+from common.losses import set_targets_from_instances
+from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
 from common.structures import Boxes, ImageList, Instances
 
 from .head import build_onenet_head
@@ -70,11 +71,7 @@ class OneNet(nn.Module):
             weight_dict.update({f"{k}_stage{s}": v for k, v in weights.items()})
         self.criterion = SetCriterion(self.num_classes, matcher, weight_dict, on.ALPHA, on.GAMMA)
 
-        if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
-            raise ValueError(f"MODEL.PIXEL_MEAN {cfg.MODEL.PIXEL_MEAN} and MODEL.PIXEL_STD {cfg.MODEL.PIXEL_STD} differ in length")
-        # Non-persistent: the authors normalise with a lambda, their checkpoints have no such keys.
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), persistent=False)
+        register_pixel_stats(self, cfg)
 
     @property
     def device(self) -> torch.device:
@@ -107,26 +104,12 @@ class OneNet(nn.Module):
         return {k: v * weights[k] if k in weights else v for k, v in loss_dict.items()}
 
     def prepare_targets(self, targets: List[Instances]) -> List[Dict[str, torch.Tensor]]:
-        """GT ``Instances`` -> matcher/criterion dicts (``labels``, ``boxes_xyxy``, ``image_size_xyxy``).
+        """GT ``Instances`` -> matcher/criterion dicts; see :func:`common.losses.set_targets_from_instances`.
 
         Raises:
             ValueError: a GT class outside ``[0, MODEL.OneNet.NUM_CLASSES)``.
         """
-        out = []
-        for inst in targets:
-            h, w = inst.image_size
-            classes = inst.gt_classes.long()
-            if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
-                raise ValueError(
-                    f"GT class ids {sorted(set(classes.tolist()))} outside [0, {self.num_classes}): "
-                    "MODEL.OneNet.NUM_CLASSES does not match the dataset"
-                )
-            out.append({
-                "labels": classes,
-                "boxes_xyxy": inst.gt_boxes.tensor.float(),
-                "image_size_xyxy": torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device),
-            })
-        return out
+        return set_targets_from_instances(targets, self.num_classes, self.device, "MODEL.OneNet.NUM_CLASSES")
 
     def inference(
         self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes: List[Tuple[int, int]]

@@ -9,7 +9,8 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from common.assigners import HungarianMatcher
-from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess
+from common.losses import set_targets_from_instances
+from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
 from common.structures import Boxes, ImageList, Instances
 
 from .head import DynamicHead
@@ -83,11 +84,7 @@ class SparseRCNN(nn.Module):
             focal_gamma=sr.GAMMA,
         )
 
-        if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
-            raise ValueError(f"MODEL.PIXEL_MEAN {cfg.MODEL.PIXEL_MEAN} and MODEL.PIXEL_STD {cfg.MODEL.PIXEL_STD} differ in length")
-        # Non-persistent: the authors normalise with a lambda, so their checkpoints have no such keys.
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), persistent=False)
+        register_pixel_stats(self, cfg)
 
     @property
     def device(self) -> torch.device:
@@ -135,28 +132,12 @@ class SparseRCNN(nn.Module):
         return {k: v * weights[k] if k in weights else v for k, v in loss_dict.items()}
 
     def prepare_targets(self, targets: List[Instances]) -> List[Dict[str, torch.Tensor]]:
-        """GT ``Instances`` -> matcher/criterion dicts (``labels``, ``boxes_xyxy``, ``image_size_xyxy``).
+        """GT ``Instances`` -> matcher/criterion dicts; see :func:`common.losses.set_targets_from_instances`.
 
         Raises:
             ValueError: a GT class outside ``[0, MODEL.SparseRCNN.NUM_CLASSES)``.
         """
-        new_targets = []
-        for inst in targets:
-            h, w = inst.image_size
-            classes = inst.gt_classes.long()
-            if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
-                raise ValueError(
-                    f"GT class ids {sorted(set(classes.tolist()))} outside [0, {self.num_classes}): "
-                    "MODEL.SparseRCNN.NUM_CLASSES does not match the dataset"
-                )
-            new_targets.append(
-                {
-                    "labels": classes,
-                    "boxes_xyxy": inst.gt_boxes.tensor.float(),
-                    "image_size_xyxy": torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device),
-                }
-            )
-        return new_targets
+        return set_targets_from_instances(targets, self.num_classes, self.device, "MODEL.SparseRCNN.NUM_CLASSES")
 
     def inference(
         self, box_cls: torch.Tensor, box_pred: torch.Tensor, image_sizes: List[Tuple[int, int]]
