@@ -117,6 +117,8 @@ def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
         MetadataCatalog.remove(name)
     register_coco_instances(name, {}, str(json_file), str(bccd_root / "images"))
 
+    from common.utils.env import seed_all_rng
+
     cfg = get_cfg()
     add_onenet_config(cfg)
     cfg.merge_from_file(str(SMALL_CFG))
@@ -125,7 +127,7 @@ def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
         "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "213",
         "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "213",
         "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.002",
-        "SOLVER.MAX_ITER", "90", "SOLVER.STEPS", "(75,)",
+        "SOLVER.MAX_ITER", "120", "SOLVER.STEPS", "(100,)",
         "SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "100000",
         "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(tmp_path / "out"),
     ])
@@ -136,6 +138,9 @@ def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
     logger = logging.getLogger("common")
     saved = (logger.propagate, list(logger.handlers))
     try:
+        # As default_setup does from SEED in the CLI: the same init, images, order and flips
+        # whatever ran before in this process.
+        seed_all_rng(cfg.SEED)
         trainer = train_net.Trainer(cfg)
         trainer.resume_or_load(resume=False)
         trainer.train()
