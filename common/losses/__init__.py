@@ -14,6 +14,7 @@ from .set_prediction import (
     set_box_losses,
     set_focal_loss,
     set_targets_from_instances,
+    weighted_losses,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "set_focal_loss",
     "set_box_losses",
     "set_targets_from_instances",
+    "weighted_losses",
 ]

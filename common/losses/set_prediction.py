@@ -27,6 +27,7 @@ __all__ = [
     "set_focal_loss",
     "set_box_losses",
     "set_targets_from_instances",
+    "weighted_losses",
 ]
 
 Indices = Sequence[Tuple[torch.Tensor, torch.Tensor]]
@@ -122,3 +123,8 @@ def set_targets_from_instances(
             "image_size_xyxy": torch.tensor([w, h, w, h], dtype=torch.float32, device=device),
         })
     return out
+
+
+def weighted_losses(loss_dict: Dict[str, torch.Tensor], weight_dict: Dict[str, float]) -> Dict[str, torch.Tensor]:
+    """Multiply each loss by its weight in ``weight_dict`` (keys without a weight pass unchanged)."""
+    return {k: v * weight_dict[k] if k in weight_dict else v for k, v in loss_dict.items()}

@@ -35,6 +35,17 @@ _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: 
 _STAGE_INDEX = {"res2": 1, "res3": 2, "res4": 3, "res5": 4}
 
 
+
+def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Optional[Conv2d]:
+    """1x1 projection (with norm) when the block changes width, else None (identity shortcut).
+
+    Created before ``conv1`` in every block, so state-dict keys keep detectron2's order.
+    """
+    if in_channels == out_channels:
+        return None
+    return Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
+                  norm=get_norm(norm, out_channels))
+
 class BasicBlock(CNNBlockBase):
     """Two 3x3 convs with a residual (ResNet-18/34). Keys: ``shortcut`` (if needed), ``conv1``, ``conv2``.
 
@@ -44,11 +55,7 @@ class BasicBlock(CNNBlockBase):
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = "BN"):
         super().__init__(in_channels, out_channels, stride)
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=get_norm(norm, out_channels))
-        else:
-            self.shortcut = None
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
         self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False,
                             norm=get_norm(norm, out_channels))
         self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False,
@@ -80,11 +87,7 @@ class BottleneckBlock(CNNBlockBase):
     def __init__(self, in_channels: int, out_channels: int, *, bottleneck_channels: int, stride: int = 1,
                  num_groups: int = 1, norm: str = "BN", stride_in_1x1: bool = False, dilation: int = 1):
         super().__init__(in_channels, out_channels, stride)
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=get_norm(norm, out_channels))
-        else:
-            self.shortcut = None
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
                             norm=get_norm(norm, bottleneck_channels))
@@ -122,11 +125,7 @@ class DeformBottleneckBlock(CNNBlockBase):
                  deform_modulated: bool = False, deform_num_groups: int = 1):
         super().__init__(in_channels, out_channels, stride)
         self.deform_modulated = deform_modulated
-        if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=get_norm(norm, out_channels))
-        else:
-            self.shortcut = None
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
                             norm=get_norm(norm, bottleneck_channels))

@@ -9,7 +9,7 @@ from torch import nn
 
 from common.assigners import MinCostMatcher
 from common.layers import batched_nms
-from common.losses import set_targets_from_instances
+from common.losses import set_targets_from_instances, weighted_losses
 from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
 from common.structures import Boxes, ImageList, Instances
 
@@ -100,8 +100,7 @@ class OneNet(nn.Module):
             raise ValueError("OneNet in training mode needs 'instances' in every input dict (use the train mapper)")
         targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs])
         loss_dict = self.criterion(stages, targets)
-        weights = self.criterion.weight_dict
-        return {k: v * weights[k] if k in weights else v for k, v in loss_dict.items()}
+        return weighted_losses(loss_dict, self.criterion.weight_dict)
 
     def prepare_targets(self, targets: List[Instances]) -> List[Dict[str, torch.Tensor]]:
         """GT ``Instances`` -> matcher/criterion dicts; see :func:`common.losses.set_targets_from_instances`.

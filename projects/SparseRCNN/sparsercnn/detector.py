@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from common.assigners import HungarianMatcher
-from common.losses import set_targets_from_instances
+from common.losses import set_targets_from_instances, weighted_losses
 from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
 from common.structures import Boxes, ImageList, Instances
 
@@ -128,8 +128,7 @@ class SparseRCNN(nn.Module):
                 {"pred_logits": c, "pred_boxes": b} for c, b in zip(outputs_class[:-1], outputs_coord[:-1])
             ]
         loss_dict = self.criterion(output, targets)
-        weights = self.criterion.weight_dict
-        return {k: v * weights[k] if k in weights else v for k, v in loss_dict.items()}
+        return weighted_losses(loss_dict, self.criterion.weight_dict)
 
     def prepare_targets(self, targets: List[Instances]) -> List[Dict[str, torch.Tensor]]:
         """GT ``Instances`` -> matcher/criterion dicts; see :func:`common.losses.set_targets_from_instances`.
