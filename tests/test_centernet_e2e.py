@@ -7,13 +7,9 @@ must reach AP50 >= 50 on them through ``COCOEvaluator`` (seeded: 88.6 on 1 threa
 """
 from __future__ import annotations
 
-import importlib.util
-import json
-import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
 
 import numpy as np
 
@@ -25,27 +21,12 @@ FAST_OPTS = ["INPUT.CENTERNET.TRAIN_SIZE", "(128, 128)", "INPUT.MIN_SIZE_TEST", 
              "SOLVER.STEPS", "()", "DATASETS.TEST", "('bccd_overfit_cli',)"]
 
 
-def _run(script: Path, *args: str, timeout: int = 300) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(script), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{out[-6000:]}"
-    return out
-
-
-def _copypaste(log: str) -> list:
-    lines = [l for l in log.splitlines() if "copypaste:" in l]
-    assert len(lines) >= 2, log[-3000:]
-    return [float(v) for v in lines[-1].split("copypaste:")[1].strip().split(",")]
+_run = run_script
+_copypaste = copypaste_metrics
 
 
 def _subset_json(bccd_root: Path, path: Path, n: int) -> Path:
-    full = json.loads((bccd_root / "annotations_train.json").read_text())
-    images = full["images"][:n]
-    ids = {im["id"] for im in images}
-    path.write_text(json.dumps(dict(full, images=images, annotations=[a for a in full["annotations"] if a["image_id"] in ids])))
-    return path
+    return bccd_subset_json(bccd_root, path, n)
 
 
 def test_cli_train_eval_only_demo(tmp_path, bccd_root):
@@ -80,16 +61,9 @@ def test_cli_train_eval_only_demo(tmp_path, bccd_root):
 
 def test_overfit_eight_real_images(tmp_path, bccd_root):
     from common.config import get_cfg
-    from common.data import DatasetCatalog, MetadataCatalog
-    from common.data.datasets import register_coco_instances
-    from common.utils.env import seed_all_rng
     from projects.CenterNet.centernet import add_centernet_config
 
-    name = "bccd_overfit8_centernet"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(_subset_json(bccd_root, tmp_path / "o8.json", 8)), str(bccd_root / "images"))
+    name = register_bccd_subset(bccd_root, tmp_path, "bccd_overfit8_centernet")
     cfg = get_cfg()
     add_centernet_config(cfg)
     cfg.merge_from_file(str(SMALL_CFG))
@@ -108,18 +82,6 @@ def test_overfit_eight_real_images(tmp_path, bccd_root):
         "OUTPUT_DIR", str(tmp_path / "out"),
     ])
     cfg.freeze()
-    spec = importlib.util.spec_from_file_location("centernet_train_net", PROJECT / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    logger = logging.getLogger("common")
-    saved = (logger.propagate, list(logger.handlers))
-    try:
-        seed_all_rng(0)  # as default_setup does from SEED in the CLI: same images, order and flips every run
-        trainer = train_net.Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        trainer.train()
-        results = train_net.Trainer.test(cfg, trainer.model)
-    finally:
-        logger.propagate, logger.handlers[:] = saved[0], saved[1]
+    results = train_and_test(PROJECT, cfg)
     print("overfit-8 bbox results:", results["bbox"])
     assert results["bbox"]["AP50"] >= 50.0, results["bbox"]

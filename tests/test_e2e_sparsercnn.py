@@ -8,17 +8,13 @@ when data loading, targets, matching, losses, box decoding and evaluation agree.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from e2e_helpers import copypaste_metrics, register_bccd_subset, run_script, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "SparseRCNN"
@@ -34,23 +30,8 @@ FAST_OPTS = [
 ]
 
 
-def _run(script: Path, *args: str, timeout: int = 600) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, str(script), *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{out[-6000:]}"
-    return out
-
-
-def _copypaste_metrics(log: str) -> list[float]:
-    """The AP numbers of detectron2's ``copypaste:`` lines (AP,AP50,AP75,APs,APm,APl)."""
-    lines = [l for l in log.splitlines() if "copypaste:" in l]
-    assert len(lines) >= 2, f"no evaluation table in the log:\n{log[-3000:]}"
-    values = lines[-1].split("copypaste:")[1].strip().split(",")
-    return [float(v) for v in values]
+_run = run_script
+_copypaste_metrics = copypaste_metrics
 
 
 @pytest.fixture(scope="module")
@@ -156,32 +137,12 @@ def test_cli_two_cpu_processes_gloo(tmp_path):
 # Overfitting 8 real images: the correctness test.
 
 
-def _load_train_net():
-    spec = importlib.util.spec_from_file_location("sparsercnn_train_net", PROJECT / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_overfit_eight_real_images(tmp_path, bccd_root):
     from common.config import get_cfg
-    from common.data import DatasetCatalog, MetadataCatalog
-    from common.data.datasets import register_coco_instances
-    from common.utils.env import seed_all_rng
     from projects.SparseRCNN.sparsercnn import add_sparsercnn_config
 
     # 8 real training images with their human boxes, as a COCO json of its own.
-    full = json.loads((bccd_root / "annotations_train.json").read_text())
-    images = full["images"][:8]
-    ids = {im["id"] for im in images}
-    subset = dict(full, images=images, annotations=[a for a in full["annotations"] if a["image_id"] in ids])
-    json_file = tmp_path / "bccd_overfit8.json"
-    json_file.write_text(json.dumps(subset))
-    name = "bccd_overfit8_e2e"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(json_file), str(bccd_root / "images"))
+    name = register_bccd_subset(bccd_root, tmp_path, "bccd_overfit8_e2e")
 
     cfg = get_cfg()
     add_sparsercnn_config(cfg)
@@ -198,19 +159,7 @@ def test_overfit_eight_real_images(tmp_path, bccd_root):
     ])
     cfg.freeze()
 
-    train_net = _load_train_net()
-    logger = logging.getLogger("common")
-    saved = (logger.propagate, list(logger.handlers))
-    try:
-        # As default_setup does from SEED in the CLI: the same init, images, order and flips
-        # whatever ran before in this process.
-        seed_all_rng(cfg.SEED)
-        trainer = train_net.Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        trainer.train()
-        results = train_net.Trainer.test(cfg, trainer.model)
-    finally:
-        logger.propagate, logger.handlers[:] = saved[0], saved[1]
+    results = train_and_test(PROJECT, cfg)
     ap50 = results["bbox"]["AP50"]
     print("overfit-8 bbox results:", results["bbox"])
     assert ap50 >= 50.0, results["bbox"]

@@ -7,13 +7,10 @@ fails). ``test_cli_train_eval_only_demo`` runs ``train_net.py`` / ``demo.py`` as
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
 
 import numpy as np
 
@@ -29,27 +26,12 @@ FAST_OPTS = [
 ]
 
 
-def _run(script: Path, *args: str, timeout: int = 300) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(script), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{out[-6000:]}"
-    return out
-
-
-def _copypaste_metrics(log: str) -> list:
-    lines = [l for l in log.splitlines() if "copypaste:" in l]
-    assert len(lines) >= 2, f"no evaluation table in the log:\n{log[-3000:]}"
-    return [float(v) for v in lines[-1].split("copypaste:")[1].strip().split(",")]
+_run = run_script
+_copypaste_metrics = copypaste_metrics
 
 
 def _subset_json(bccd_root: Path, split: str, n: int, path: Path) -> Path:
-    full = json.loads((bccd_root / f"annotations_{split}.json").read_text())
-    images = full["images"][:n]
-    ids = {im["id"] for im in images}
-    path.write_text(json.dumps(dict(full, images=images, annotations=[a for a in full["annotations"] if a["image_id"] in ids])))
-    return path
+    return bccd_subset_json(bccd_root, path, n, split)
 
 
 def test_cli_train_eval_only_demo(tmp_path, bccd_root):
@@ -91,17 +73,8 @@ def test_cli_train_eval_only_demo(tmp_path, bccd_root):
     assert drawn.shape == cv2.imread(str(image)).shape
 
 
-def _load_train_net():
-    spec = importlib.util.spec_from_file_location("onenet_train_net", PROJECT / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
     from common.config import get_cfg
-    from common.data import DatasetCatalog, MetadataCatalog
-    from common.data.datasets import register_coco_instances
     import projects.OneNet.onenet.detector as detector
     from projects.OneNet.onenet import add_onenet_config
 
@@ -110,14 +83,7 @@ def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
 
     monkeypatch.setattr(detector, "batched_nms", no_nms)
 
-    json_file = _subset_json(bccd_root, "train", 8, tmp_path / "bccd_overfit8.json")
-    name = "bccd_overfit8_onenet"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(json_file), str(bccd_root / "images"))
-
-    from common.utils.env import seed_all_rng
+    name = register_bccd_subset(bccd_root, tmp_path, "bccd_overfit8_onenet")
 
     cfg = get_cfg()
     add_onenet_config(cfg)
@@ -134,18 +100,6 @@ def test_overfit_eight_real_images(tmp_path, bccd_root, monkeypatch):
     cfg.freeze()
     assert not cfg.MODEL.OneNet.NMS
 
-    train_net = _load_train_net()
-    logger = logging.getLogger("common")
-    saved = (logger.propagate, list(logger.handlers))
-    try:
-        # As default_setup does from SEED in the CLI: the same init, images, order and flips
-        # whatever ran before in this process.
-        seed_all_rng(cfg.SEED)
-        trainer = train_net.Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        trainer.train()
-        results = train_net.Trainer.test(cfg, trainer.model)
-    finally:
-        logger.propagate, logger.handlers[:] = saved[0], saved[1]
+    results = train_and_test(PROJECT, cfg)
     print("OneNet overfit-8 bbox results:", results["bbox"])
     assert results["bbox"]["AP50"] >= 50.0, results["bbox"]

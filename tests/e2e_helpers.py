@@ -1,0 +1,87 @@
+"""Helpers shared by the end-to-end tests of the projects (real BCCD images, the real CLI)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: Path, *args: str, timeout: int = 600) -> str:
+    """Run a project script as a user does (from the repo root); returns stdout + stderr.
+
+    Raises:
+        AssertionError: non-zero exit, with the end of the output.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{out[-6000:]}"
+    return out
+
+
+def copypaste_metrics(log: str) -> list[float]:
+    """The numbers of detectron2's last ``copypaste:`` line (AP, AP50, AP75, APs, APm, APl)."""
+    lines = [l for l in log.splitlines() if "copypaste:" in l]
+    assert len(lines) >= 2, f"no evaluation table in the log:\n{log[-3000:]}"
+    return [float(v) for v in lines[-1].split("copypaste:")[1].strip().split(",")]
+
+
+def bccd_subset_json(bccd_root: Path, path: Path, n: int, split: str = "train") -> Path:
+    """Write the first ``n`` images of BCCD's ``split`` (with their boxes) as a COCO json at ``path``."""
+    full = json.loads((bccd_root / f"annotations_{split}.json").read_text())
+    images = full["images"][:n]
+    ids = {im["id"] for im in images}
+    annotations = [a for a in full["annotations"] if a["image_id"] in ids]
+    path.write_text(json.dumps(dict(full, images=images, annotations=annotations)))
+    return path
+
+
+def register_bccd_subset(bccd_root: Path, tmp_path: Path, name: str, n: int = 8) -> str:
+    """Register (again, if needed) the first ``n`` BCCD training images as dataset ``name``."""
+    from common.data import DatasetCatalog, MetadataCatalog
+    from common.data.datasets import register_coco_instances
+
+    json_file = bccd_subset_json(bccd_root, tmp_path / f"{name}.json", n)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, str(json_file), str(bccd_root / "images"))
+    return name
+
+
+def load_train_net(project_dir: Path) -> ModuleType:
+    """Import ``<project_dir>/train_net.py`` as a module (for its ``Trainer``)."""
+    spec = importlib.util.spec_from_file_location(f"{project_dir.name.lower()}_train_net", project_dir / "train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_and_test(project_dir: Path, cfg) -> dict:
+    """Train with the project's ``Trainer`` then evaluate on ``DATASETS.TEST``; returns the results.
+
+    Seeds every RNG from ``cfg.SEED`` as ``default_setup`` does in the CLI (same init, images,
+    order and flips whatever ran before in this process), and restores the ``common`` logger,
+    which training set-up reconfigures.
+    """
+    from common.utils.env import seed_all_rng
+
+    train_net = load_train_net(project_dir)
+    logger = logging.getLogger("common")
+    saved = (logger.propagate, list(logger.handlers))
+    try:
+        seed_all_rng(cfg.SEED)
+        trainer = train_net.Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        return train_net.Trainer.test(cfg, trainer.model)
+    finally:
+        logger.propagate, logger.handlers[:] = saved[0], saved[1]
