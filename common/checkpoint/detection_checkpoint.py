@@ -36,7 +36,7 @@ from common.utils import comm
 
 from .c2_model_loading import align_and_update_state_dicts
 from .safe_pickle import load_weights_pickle
-from .torchvision_conversion import convert_torchvision_to_d2, is_torchvision_resnet_state_dict
+from .formats import recognize_checkpoint
 
 __all__ = ["DetectionCheckpointer", "UNSAFE_LOAD_ENV"]
 
@@ -81,6 +81,8 @@ class DetectionCheckpointer(Checkpointer):
         save_to_disk: defaults to ``comm.is_main_process()``.
         weights_only: ``True`` = safe loading (default); ``False`` = allow arbitrary pickled objects
             (trusted files only). ``None`` reads ``COMMON_UNSAFE_LOAD`` (1 = unsafe).
+        min_matched_fraction: loading raises ``ValueError`` when fewer than this fraction of the
+            model's tensors (and in any case when none) are initialised from the file.
         checkpointables: objects with ``state_dict()``/``load_state_dict()`` saved alongside, e.g.
             ``optimizer=..., scheduler=...``.
 
@@ -96,6 +98,7 @@ class DetectionCheckpointer(Checkpointer):
         *,
         save_to_disk: Optional[bool] = None,
         weights_only: Optional[bool] = None,
+        min_matched_fraction: float = 0.0,
         **checkpointables: Any,
     ) -> None:
         is_main_process = comm.is_main_process()
@@ -107,6 +110,8 @@ class DetectionCheckpointer(Checkpointer):
         )
         self.weights_only = (not _env_allows_unsafe_load()) if weights_only is None else bool(weights_only)
         self.extra_data: Dict[str, Any] = {}
+        self.min_matched_fraction = float(min_matched_fraction)
+        self._loading_path = ""
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, **kwargs: Any) -> None:
@@ -145,6 +150,7 @@ class DetectionCheckpointer(Checkpointer):
         """
         if path:
             path = self._resolve_path(path)
+        self._loading_path = path
         return super().load(path, checkpointables=checkpointables)
 
     def _resolve_path(self, path: str) -> str:
@@ -202,16 +208,19 @@ class DetectionCheckpointer(Checkpointer):
         loaded = self._torch_load(filename)
         if not isinstance(loaded, dict):
             raise ValueError("{} does not contain a dict (got {})".format(filename, type(loaded)))
+        recognized = recognize_checkpoint(loaded, self.model.state_dict())
+        if recognized is not None:
+            fmt, converted = recognized
+            self.logger.info("Recognised {} in {}; renamed its keys to ours.".format(fmt.name, filename))
+            converted.setdefault("__author__", fmt.name)
+            converted["__format__"] = fmt.name
+            converted["__format_strict__"] = fmt.strict
+            if fmt.matching_heuristics:
+                converted["matching_heuristics"] = True
+            return converted
         if "model" not in loaded:
             loaded = {"model": loaded}
-        model_sd = _strip_prefix(loaded["model"], "module.")
-        if is_torchvision_resnet_state_dict(model_sd):
-            self.logger.info("{} holds torchvision ResNet names; converting them.".format(filename))
-            return {
-                "model": convert_torchvision_to_d2(model_sd),
-                "__author__": "torchvision",
-                "matching_heuristics": True,
-            }
+        loaded["model"] = _strip_prefix(loaded["model"], "module.")
         return loaded
 
     def _torch_load(self, filename: str) -> Any:
@@ -245,6 +254,7 @@ class DetectionCheckpointer(Checkpointer):
                 c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
             )
         incompatible = super()._load_model(checkpoint)
+        self._check_enough_matched(checkpoint, incompatible)
 
         model_buffers = dict(self.model.named_buffers(recurse=False))
         for k in ["pixel_mean", "pixel_std"]:
@@ -255,4 +265,60 @@ class DetectionCheckpointer(Checkpointer):
             # Checkpoints of older detectron2 saved anchors as persistent buffers.
             if "anchor_generator.cell_anchors" in k:
                 incompatible.unexpected_keys.remove(k)
+        if checkpoint.get("__format_strict__", False):
+            self._check_complete(checkpoint, incompatible)
         return incompatible
+
+    def _model_name(self) -> str:
+        model = getattr(self.model, "module", self.model)
+        return type(model).__name__
+
+    def _check_enough_matched(self, checkpoint: Dict[str, Any], incompatible: Any) -> None:
+        """Raise when the checkpoint initialises (almost) nothing of the model: a file of another
+        architecture must not silently leave the model at its random initialisation."""
+        model_keys = [k for k in self.model.state_dict() if k not in ("pixel_mean", "pixel_std")]
+        if not model_keys:
+            return
+        not_loaded = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+        matched = sum(1 for k in model_keys if k not in not_loaded)
+        fraction = matched / len(model_keys)
+        if matched > 0 and fraction >= self.min_matched_fraction:
+            return
+        meta = checkpoint.get("metadata") if isinstance(checkpoint.get("metadata"), dict) else {}
+        theirs = meta.get("meta_architecture") or checkpoint.get("__format__")
+        prefixes = sorted({k.split(".")[0] for k in checkpoint.get("model", {})})
+        raise ValueError(
+            "The checkpoint {} initialises {} of the {} tensors of this {} ({:.0%}, at least {:.0%} "
+            "required): it was saved from {} (top-level modules: {}). Check MODEL.WEIGHTS and the "
+            "config's MODEL.META_ARCHITECTURE.".format(
+                self._loading_path or "given",
+                matched,
+                len(model_keys),
+                self._model_name(),
+                fraction,
+                self.min_matched_fraction,
+                theirs or "another architecture",
+                ", ".join(prefixes[:12]) or "none",
+            )
+        )
+
+    def _check_complete(self, checkpoint: Dict[str, Any], incompatible: Any) -> None:
+        missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in incompatible.unexpected_keys if not k.endswith("num_batches_tracked")]
+        shapes = list(incompatible.incorrect_shapes)
+        if not (missing or unexpected or shapes):
+            return
+        raise ValueError(
+            "{} was recognised as {} but does not fit this {}: {} missing keys {}, {} unexpected keys "
+            "{}, {} shape mismatches {}. Is the config the one this checkpoint was trained with?".format(
+                self._loading_path or "The checkpoint",
+                checkpoint.get("__format__"),
+                self._model_name(),
+                len(missing),
+                missing[:8],
+                len(unexpected),
+                unexpected[:8],
+                len(shapes),
+                shapes[:4],
+            )
+        )
