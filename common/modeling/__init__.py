@@ -19,6 +19,7 @@ from .backbone import (
     build_retinanet_resnet_fpn_backbone,
     make_stage,
 )
+from .box_regression import Box2BoxTransform, Box2BoxTransformLinear  # noqa: F401
 from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator  # noqa: F401
 from .backbone import (  # noqa: F401
     DLASeg, ResNetDeconv, StackedHourglass, add_dla_config, add_hourglass_config, add_resnet_deconv_config,
