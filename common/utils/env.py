@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 from datetime import datetime
 from typing import Optional
 
@@ -33,27 +32,12 @@ def seed_all_rng(seed: Optional[int] = None) -> int:
 
 
 def collect_env_info() -> str:
-    """A short table of the versions that matter for bug reports (python, torch, cuda, ...)."""
-    import torchvision
+    """The environment table of :func:`common.utils.collect_env.collect_env_info` (detectron2's
+    form): versions of python, torch, torchvision, CUDA/cuDNN, GPUs, fvcore, pycocotools, the COCO
+    evaluator backend, and whether torchvision's compiled ops load."""
+    from common.utils.collect_env import collect_env_info as _collect
 
-    rows = [
-        ("sys.platform", sys.platform),
-        ("Python", sys.version.replace("\n", "")),
-        ("numpy", np.__version__),
-        ("PyTorch", torch.__version__),
-        ("torchvision", torchvision.__version__),
-        ("CUDA available", torch.cuda.is_available()),
-    ]
-    if torch.cuda.is_available():
-        rows.append(("GPU 0", torch.cuda.get_device_name(0)))
-        rows.append(("CUDA (torch)", torch.version.cuda))
-    try:
-        import fvcore
-
-        rows.append(("fvcore", fvcore.__version__))
-    except Exception:  # pragma: no cover - fvcore is a hard dependency
-        pass
-    return "\n".join("{:<16} {}".format(k, v) for k, v in rows)
+    return _collect()
 
 
 if __name__ == "__main__":
