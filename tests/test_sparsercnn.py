@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from common.config import get_cfg
 from projects.SparseRCNN.sparsercnn import add_sparsercnn_config
-from projects.SparseRCNN.sparsercnn.head import DynamicConv, DynamicHead, RCNNHead, apply_deltas
+from projects.SparseRCNN.sparsercnn.head import DynamicConv, DynamicHead, RCNNHead
 from projects.SparseRCNN.sparsercnn.loss import SetCriterion
 from common.assigners import HungarianMatcher
 
@@ -57,6 +57,10 @@ def test_dynamic_conv_rejects_other_num_dynamic():
 
 
 def test_apply_deltas_hand_values():
+    # The head decodes with detectron2's Box2BoxTransform, weights (2, 2, 1, 1), clamp log(1e5 / 16).
+    t = RCNNHead(d_model=8, num_classes=2, dim_feedforward=8, nhead=2, dim_dynamic=4, pooler_resolution=2).box2box_transform
+    assert t.weights == (2.0, 2.0, 1.0, 1.0) and t.scale_clamp == math.log(1e5 / 16)
+    apply_deltas = t.apply_deltas
     boxes = torch.tensor([[0.0, 0.0, 10.0, 20.0], [4.0, 4.0, 8.0, 6.0]])
     deltas = torch.tensor([[2.0, 2.0, math.log(2.0), 0.0], [0.0, 0.0, 0.0, 0.0]])
     # box 0: centre (5, 10) + (dx=1)*10, (dy=1)*20 -> (15, 30); size (20, 20)

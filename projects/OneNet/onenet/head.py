@@ -21,6 +21,7 @@ from torch import nn
 
 from common.layers import ShapeSpec
 from common.modeling import build_anchor_generator
+from common.modeling.box_regression import Box2BoxTransform, Box2BoxTransformLinear
 
 from .deconv import CenternetDeconv
 
@@ -28,8 +29,10 @@ __all__ = ["Scale", "Head", "FCOSHead", "RetinaHead", "compute_locations", "ltrb
 
 Stage = Dict[str, torch.Tensor]
 
-# Largest log-scale change of an anchor side (detectron2 Box2BoxTransform default).
-_DELTA_CLAMP = math.log(1000.0 / 16)
+# The authors decode the CenterNet/FCOS heads as (x - l, y - t, x + r, y + b) around grid points and
+# the RetinaNet head with detectron2's Box2BoxTransform, weights (1, 1, 1, 1), clamp log(1000 / 16).
+_LTRB = Box2BoxTransformLinear(normalize_by_size=False)
+_DELTAS = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
 
 
 def _prior_bias(prior_prob: float) -> float:
@@ -60,32 +63,29 @@ def ltrb_to_boxes(ltrb: torch.Tensor, stride: int) -> torch.Tensor:
         stride: stride of the map in input pixels.
 
     Returns:
-        ``(B, H * W, 4)`` XYXY_ABS boxes ``(x - l, y - t, x + r, y + b)`` with the grid point
-        ``(x, y)`` of :func:`compute_locations`.
+        ``(B, H * W, 4)`` float32 XYXY_ABS boxes ``(x - l, y - t, x + r, y + b)`` with the grid
+        point ``(x, y)`` of :func:`compute_locations`, decoded by
+        :class:`common.modeling.Box2BoxTransformLinear` (``normalize_by_size=False``) in float32 whatever
+        the dtype of ``ltrb`` (under bfloat16 autocast the grid points 786, 790, 794 would
+        otherwise round to 784, 792, 792).
     """
     b, _, h, w = ltrb.shape
-    loc = compute_locations(h, w, stride, ltrb.device).to(ltrb.dtype)  # (HW, 2)
-    d = ltrb.flatten(2).transpose(1, 2)  # (B, HW, 4)
-    return torch.cat((loc - d[..., :2], loc + d[..., 2:]), dim=-1)
+    loc = _LTRB.points_to_boxes(compute_locations(h, w, stride, ltrb.device))  # (HW, 4) float32
+    return _LTRB.apply_deltas(ltrb.flatten(2).transpose(1, 2), loc)
 
 
-def apply_box_deltas(deltas: torch.Tensor, anchors: torch.Tensor, clamp: float = _DELTA_CLAMP) -> torch.Tensor:
-    """R-CNN box deltas ``(dx, dy, dw, dh)`` with weights (1, 1, 1, 1) applied to anchors.
+def apply_box_deltas(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """R-CNN box deltas ``(dx, dy, dw, dh)`` with weights (1, 1, 1, 1) applied to anchors
+    (detectron2's :class:`common.modeling.Box2BoxTransform`, dw/dh clamp ``log(1000 / 16)``), in float32.
 
     Args:
         deltas: ``(..., N, 4)``.
         anchors: ``(N, 4)`` XYXY_ABS.
-        clamp: upper clamp of ``dw, dh`` (``log(1000 / 16)``, detectron2's default).
 
     Returns:
-        ``(..., N, 4)`` XYXY_ABS.
+        ``(..., N, 4)`` float32 XYXY_ABS.
     """
-    anchors = anchors.to(deltas.dtype)
-    wh = anchors[:, 2:] - anchors[:, :2]
-    ctr = anchors[:, :2] + 0.5 * wh
-    new_ctr = deltas[..., :2] * wh + ctr
-    new_wh = deltas[..., 2:].clamp(max=clamp).exp() * wh
-    return torch.cat((new_ctr - 0.5 * new_wh, new_ctr + 0.5 * new_wh), dim=-1)
+    return _DELTAS.apply_deltas(deltas, anchors)
 
 
 class Scale(nn.Module):

@@ -1,14 +1,14 @@
 """Sparse R-CNN dynamic instance interactive head (paper Sec. 3.2, Fig. 4; authors' ``head.py``).
 
 Module and attribute names follow the authors' code so that their released checkpoints load
-(keys ``head.head_series.{j}.{self_attn,inst_interact,linear1,...}``, see
-``/work/shared/reference/state_dicts/sparsercnn.res50.100pro.3x.json``).
+(keys ``head.head_series.{j}.{self_attn,inst_interact,linear1,...}`` of the released
+``r50_100pro_3x_model.pth``, PeizeSun/SparseR-CNN ``projects/SparseRCNN/sparsercnn/head.py``).
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +16,14 @@ from torch import nn
 
 from common.config import configurable
 from common.layers import ShapeSpec
+from common.modeling.box_regression import Box2BoxTransform
 from common.modeling.poolers import ROIPooler
 from common.structures import Boxes
 
-__all__ = ["DynamicHead", "RCNNHead", "DynamicConv", "apply_deltas"]
+__all__ = ["DynamicHead", "RCNNHead", "DynamicConv"]
 
-# Largest log-scale change of a box side per stage, as in detectron2's Box2BoxTransform.
+# Largest log-scale change of a box side per stage: the authors' head.py uses log(1e5 / 16), not
+# detectron2's log(1000 / 16).
 _DEFAULT_SCALE_CLAMP = math.log(100000.0 / 16)
 
 
@@ -33,34 +35,6 @@ def _get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "glu":
         return F.glu
     raise ValueError(f"MODEL.SparseRCNN.ACTIVATION must be relu/gelu/glu, got {name!r}")
-
-
-def apply_deltas(
-    deltas: torch.Tensor,
-    boxes: torch.Tensor,
-    weights: Sequence[float] = (2.0, 2.0, 1.0, 1.0),
-    scale_clamp: float = _DEFAULT_SCALE_CLAMP,
-) -> torch.Tensor:
-    """Refine boxes with R-CNN deltas ``(dx, dy, dw, dh)`` (Girshick et al. 2014, Appendix C).
-
-    Args:
-        deltas: ``(R, 4)`` raw regression outputs; divided by ``weights`` before use.
-        boxes: ``(R, 4)`` XYXY_ABS reference boxes (the previous stage's predictions).
-        weights: ``(wx, wy, ww, wh)``; Sparse R-CNN uses (2, 2, 1, 1).
-        scale_clamp: upper clamp of ``dw, dh`` so ``exp`` cannot overflow.
-
-    Returns:
-        ``(R, 4)`` XYXY_ABS refined boxes in the dtype of ``deltas``.
-    """
-    boxes = boxes.to(deltas.dtype)
-    sizes = boxes[:, 2:] - boxes[:, :2]  # (R, 2) w, h
-    centers = boxes[:, :2] + 0.5 * sizes
-    w = deltas.new_tensor(weights)
-    d_ctr = deltas[:, :2] / w[:2]
-    d_size = (deltas[:, 2:] / w[2:]).clamp(max=scale_clamp)
-    new_centers = d_ctr * sizes + centers
-    new_sizes = d_size.exp() * sizes
-    return torch.cat([new_centers - 0.5 * new_sizes, new_centers + 0.5 * new_sizes], dim=1)
 
 
 class DynamicConv(nn.Module):
@@ -155,6 +129,9 @@ class RCNNHead(nn.Module):
         # Sigmoid focal loss has no background logit; softmax CE has K + 1 classes.
         self.class_logits = nn.Linear(d_model, num_classes if use_focal else num_classes + 1)
         self.bboxes_delta = nn.Linear(d_model, 4)
+        # The authors' ``apply_deltas`` is detectron2's Box2BoxTransform maths; decoding runs in
+        # float32 under autocast (detectron2 casts the deltas), so box coordinates keep full precision.
+        self.box2box_transform = Box2BoxTransform(bbox_weights, scale_clamp)
         self.scale_clamp = scale_clamp
         self.bbox_weights = tuple(bbox_weights)
 
@@ -181,7 +158,8 @@ class RCNNHead(nn.Module):
 
         Returns:
             class logits ``(N, nr, K)`` (``K + 1`` without focal loss), refined boxes
-            ``(N, nr, 4)`` XYXY_ABS and object features ``(N, nr, d)`` for the next stage.
+            ``(N, nr, 4)`` XYXY_ABS float32 (also under autocast) and object features
+            ``(N, nr, d)`` for the next stage.
         """
         n, nr = bboxes.shape[:2]
         d = self.d_model
@@ -198,7 +176,7 @@ class RCNNHead(nn.Module):
 
         class_logits = self.class_logits(self.cls_module(obj))
         deltas = self.bboxes_delta(self.reg_module(obj))
-        pred_bboxes = apply_deltas(deltas, bboxes.reshape(-1, 4), self.bbox_weights, self.scale_clamp)
+        pred_bboxes = self.box2box_transform.apply_deltas(deltas, bboxes.reshape(-1, 4))  # float32
         return class_logits.view(n, nr, -1), pred_bboxes.view(n, nr, 4), obj.view(n, nr, d)
 
 
