@@ -5,6 +5,7 @@
         --num-iter 5 --warmup 2 --device cpu
     python tools/benchmark.py --config-file projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml \
         --device cuda --data train SOLVER.IMS_PER_BATCH 2
+    python tools/benchmark.py --evaluator datasets/coco/annotations/instances_val2017.json  # COCOeval backends
 
 Project configs are found automatically: every ``projects/<Name>/<pkg>/config.py`` that defines an
 ``add_*_config`` function is imported as ``projects.<Name>.<pkg>`` (which also registers the
@@ -183,9 +184,66 @@ def _train_data(cfg, kind: str):
     return iter(build_detection_train_loader(cfg))
 
 
+def benchmark_coco_evaluators(json_file: str, repeats: int = 3, seed: int = 0) -> List[dict]:
+    """Seconds of one box evaluation (loadRes + evaluate + accumulate + summarize) per COCOeval backend.
+
+    The ground truth is ``json_file`` (a COCO instances json); the predictions are synthetic: every
+    GT box twice with 10% jitter (80% with its own class) plus 15 random boxes per image. The
+    best of ``repeats`` runs is reported for ``pycocotools`` and, when installed, ``faster_coco_eval``.
+    """
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+
+    from common.evaluation.coco_evaluation import _evaluate_predictions_on_coco, resolve_evaluator_backend
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(json_file)
+    rng = np.random.default_rng(seed)
+    cat_ids = np.asarray(sorted(gt.getCatIds()))
+    anns = gt.dataset["annotations"]
+    boxes = np.repeat(np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4), 2, axis=0)
+    cats = np.repeat(np.asarray([a["category_id"] for a in anns]), 2)
+    img_of = np.repeat(np.asarray([a["image_id"] for a in anns]), 2)
+    boxes += rng.normal(0, 0.1, boxes.shape) * np.repeat(boxes[:, 2:], 2, axis=1)
+    cats = np.where(rng.random(len(cats)) < 0.8, cats, rng.choice(cat_ids, len(cats)))
+    img_ids = np.asarray(sorted(gt.getImgIds()))
+    img_of = np.concatenate([img_of, np.repeat(img_ids, 15)])
+    rand = np.concatenate([rng.random((15 * len(img_ids), 2)) * 400, 8 + rng.random((15 * len(img_ids), 2)) * 150], 1)
+    boxes = np.concatenate([boxes, rand])
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], 1.0)
+    cats = np.concatenate([cats, rng.choice(cat_ids, 15 * len(img_ids))])
+    scores = rng.random(len(cats))
+    results = [{"image_id": int(i), "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
+               for i, c, b, s in zip(img_of, cats, boxes, scores)]
+    backends = ["pycocotools"]
+    try:
+        backends.append(resolve_evaluator_backend("faster_coco_eval"))
+    except ImportError as e:
+        print(f"faster-coco-eval not timed: {e}")
+    rows = []
+    for backend in backends:
+        times, ap = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                ap = _evaluate_predictions_on_coco(gt, results, "bbox", backend=backend).stats[0]
+            times.append(time.perf_counter() - start)
+        rows.append({"backend": backend, "images": len(img_ids), "detections": len(results),
+                     "eval s (best of %d)" % repeats: round(min(times), 3), "AP": round(100 * float(ap), 3)})
+    base = rows[0]["eval s (best of %d)" % repeats]
+    for r in rows:
+        r["speed-up"] = round(base / max(r["eval s (best of %d)" % repeats], 1e-9), 2)
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="required except with --evaluator")
+    parser.add_argument("--evaluator", default="", metavar="JSON",
+                        help="only time the COCOeval backends (pycocotools vs faster-coco-eval) on this COCO json")
     parser.add_argument("--num-iter", type=int, default=20, help="timed iterations (train and inference)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations before timing")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="overrides MODEL.DEVICE")
@@ -195,6 +253,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    if args.evaluator:
+        from tabulate import tabulate
+
+        rows = benchmark_coco_evaluators(args.evaluator)
+        print(tabulate(rows, headers="keys", tablefmt="pipe"))
+        return {"evaluator": rows}
+    if not args.config_file:
+        parser.error("--config-file is required (unless --evaluator JSON)")
     if args.num_iter < 1 or args.warmup < 0:
         parser.error("--num-iter must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():

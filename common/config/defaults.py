@@ -22,6 +22,12 @@ _C.MODEL.WEIGHTS = ""
 # Values to normalise input images with, in INPUT.FORMAT channel order (BGR: MSRA weights).
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+# Loading MODEL.WEIGHTS raises when fewer than this fraction of the model's tensors (and in any
+# case when none) are found in the file: a checkpoint of another architecture is an error.
+_C.MODEL.WEIGHTS_MIN_MATCHED_FRACTION = 0.0
+# False: the project's NUM_CLASSES key must equal the number of classes of DATASETS.TRAIN[0]
+# (else a clear error); True: it is taken from that dataset's metadata.
+_C.MODEL.NUM_CLASSES_FROM_DATASET = False
 
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)
@@ -43,6 +49,10 @@ _C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN = 2000
 _C.DATASETS.TEST = ()
 _C.DATASETS.PROPOSAL_FILES_TEST = ()
 _C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST = 1000
+# COCO-json datasets registered from the config in every process, as (name, json_file,
+# image_root) triples, e.g. (("my_train", "ann/train.json", "images/"),); then DATASETS.TRAIN
+# ("my_train",). Relative paths are relative to the working directory.
+_C.DATASETS.COCO_JSON = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
@@ -151,6 +161,8 @@ _C.TEST.EXPECTED_RESULTS = []
 _C.TEST.EVAL_PERIOD = 0
 _C.TEST.KEYPOINT_OKS_SIGMAS = []
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# COCOeval implementation: "auto" (faster-coco-eval if installed, else pycocotools), "pycocotools", "faster_coco_eval".
+_C.TEST.EVALUATOR_BACKEND = "auto"
 _C.TEST.AUG = CN({"ENABLED": False})
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
 _C.TEST.AUG.MAX_SIZE = 4000

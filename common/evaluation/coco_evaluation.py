@@ -1,8 +1,14 @@
-"""COCO-style box AP with the official ``pycocotools`` COCOeval.
+"""COCO-style box AP with the official ``pycocotools`` COCOeval or ``faster-coco-eval``.
 
 Same class/function names, arguments, output files and metric keys as detectron2 v0.6
-``detectron2/evaluation/coco_evaluation.py``; only the ``bbox`` task is supported and the
-compiled "fast" COCOeval of detectron2 (``COCOeval_opt``) is replaced by pycocotools.
+``detectron2/evaluation/coco_evaluation.py``; only the ``bbox`` task is supported. detectron2's
+compiled "fast" COCOeval (``COCOeval_opt``) is replaced by the ``faster-coco-eval`` package
+(a maintained wheel of the same C++ evaluate/accumulate core; ``pip install faster-coco-eval``),
+used when it is installed, with pycocotools as the fallback (one warning line). The backend is
+chosen by ``TEST.EVALUATOR_BACKEND`` / ``COCOEvaluator(backend=...)``: ``"auto"`` (default),
+``"pycocotools"`` or ``"faster_coco_eval"``. Both give the same 12 summary numbers and per-class
+AP up to floating-point rounding (below 1e-12 percent: pycocotools divides ``tp / (tp + fp + eps)``,
+the C++ core ``tp / (tp + fp)``), checked on COCO ground truth by ``tests/test_evaluator_backend.py``.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -29,7 +36,17 @@ from common.utils.logger import create_small_table
 
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json", "InvalidCategoryError"]
+__all__ = [
+    "COCOEvaluator",
+    "instances_to_coco_json",
+    "InvalidCategoryError",
+    "EVALUATOR_BACKENDS",
+    "resolve_evaluator_backend",
+]
+
+#: Values of ``TEST.EVALUATOR_BACKEND`` / ``COCOEvaluator(backend=...)``.
+EVALUATOR_BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
+_fallback_warned = False
 
 _BBOX_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 _SUPPORTED_TASKS = ("bbox",)
@@ -41,6 +58,56 @@ class InvalidCategoryError(AssertionError, ValueError):
     Subclasses both ``AssertionError`` (what detectron2 raises, so its tests keep passing) and
     ``ValueError`` (so it is not stripped by ``python -O``-style expectations of asserts).
     """
+
+
+def _faster_coco_eval_error() -> Optional[str]:
+    """``None`` when ``faster_coco_eval`` (and its compiled core) imports, else the error text."""
+    try:
+        import faster_coco_eval  # noqa: F401
+        from faster_coco_eval import COCO as _COCO, COCOeval_faster  # noqa: F401
+    except Exception as e:  # ImportError, or a wheel whose extension does not load
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def resolve_evaluator_backend(backend: str = "auto", warn: bool = True) -> str:
+    """The COCOeval implementation a ``backend`` setting means here.
+
+    Args:
+        backend: ``"auto"`` (``faster_coco_eval`` when it imports, else ``pycocotools``),
+            ``"pycocotools"`` or ``"faster_coco_eval"`` (``TEST.EVALUATOR_BACKEND``).
+        warn: log one warning per process when ``"auto"`` falls back to pycocotools.
+
+    Returns:
+        ``"pycocotools"`` or ``"faster_coco_eval"``.
+
+    Raises:
+        ValueError: unknown backend name.
+        ImportError: ``"faster_coco_eval"`` requested but the package does not import.
+    """
+    global _fallback_warned
+    name = str(backend).lower().replace("-", "_")
+    if name not in EVALUATOR_BACKENDS:
+        raise ValueError(f"TEST.EVALUATOR_BACKEND must be one of {list(EVALUATOR_BACKENDS)}, got {backend!r}")
+    if name == "pycocotools":
+        return name
+    error = _faster_coco_eval_error()
+    if name == "faster_coco_eval":
+        if error is not None:
+            raise ImportError(
+                f"TEST.EVALUATOR_BACKEND 'faster_coco_eval' needs the faster-coco-eval package "
+                f"(pip install faster-coco-eval): {error}"
+            )
+        return name
+    if error is None:
+        return "faster_coco_eval"
+    if warn and not _fallback_warned:
+        _fallback_warned = True
+        logging.getLogger(__name__).warning(
+            f"faster-coco-eval is not available ({error}); falling back to the slower official "
+            "pycocotools COCOeval (pip install faster-coco-eval, or set TEST.EVALUATOR_BACKEND pycocotools)."
+        )
+    return "pycocotools"
 
 
 def instances_to_coco_json(instances: Any, img_id: int) -> List[Dict[str, Any]]:
@@ -70,7 +137,8 @@ def instances_to_coco_json(instances: Any, img_id: int) -> List[Dict[str, Any]]:
 
 
 class COCOEvaluator(DatasetEvaluator):
-    """Evaluate box AP (AP, AP50, AP75, APs, APm, APl and per-category AP) with pycocotools.
+    """Evaluate box AP (AP, AP50, AP75, APs, APm, APl and per-category AP) with COCOeval
+    (``faster-coco-eval`` when installed, else pycocotools; see the module docstring).
 
     Predictions are gathered to the main process, written to
     ``<output_dir>/instances_predictions.pth`` (``torch.save``) and
@@ -86,8 +154,9 @@ class COCOEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         *,
         max_dets_per_image: Optional[int] = None,
-        use_fast_impl: bool = False,
+        use_fast_impl: bool = True,
         kpt_oks_sigmas: Sequence[float] = (),
+        backend: Optional[str] = None,
     ) -> None:
         """
         Args:
@@ -101,12 +170,16 @@ class COCOEvaluator(DatasetEvaluator):
             output_dir: where the results files are written (nothing written when ``None``).
             max_dets_per_image: COCOeval's largest ``maxDets`` (default 100); the summary
                 metrics use it, so AP counts at most this many detections per image and class.
-            use_fast_impl: accepted for compatibility; the compiled implementation does not
-                exist here, pycocotools is always used.
+            use_fast_impl: detectron2's switch: ``True`` (default) means ``backend="auto"``,
+                ``False`` the official pycocotools; ignored when ``backend`` is given.
             kpt_oks_sigmas: accepted for compatibility (keypoints are not evaluated).
+            backend: ``"auto"``, ``"pycocotools"`` or ``"faster_coco_eval"``
+                (``TEST.EVALUATOR_BACKEND``; see :func:`resolve_evaluator_backend`).
 
         Raises:
-            ValueError: unsupported task; dataset without ``json_file`` and no ``output_dir``.
+            ValueError: unsupported task or backend; dataset without ``json_file`` and no
+                ``output_dir``.
+            ImportError: ``backend="faster_coco_eval"`` without the package.
             KeyError: ``dataset_name`` is not registered (raised by ``MetadataCatalog``/
                 ``DatasetCatalog`` when converting).
         """
@@ -117,16 +190,12 @@ class COCOEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._dataset_name = dataset_name
 
-        if use_fast_impl:
-            self._logger.warning(
-                "COCOEvaluator: use_fast_impl=True is not available (no compiled COCOeval); "
-                "using the official pycocotools implementation."
-            )
-        self._use_fast_impl = False
         self._max_dets_per_image = _max_dets_list(max_dets_per_image)
 
         if isinstance(tasks, CfgNode):
             kpt_oks_sigmas = kpt_oks_sigmas or tuple(tasks.TEST.KEYPOINT_OKS_SIGMAS)
+            if backend is None:
+                backend = tasks.TEST.get("EVALUATOR_BACKEND", None)
             self._logger.warning(
                 "COCO Evaluator instantiated using config, this is deprecated behavior."
                 " Please pass in explicit arguments instead."
@@ -141,6 +210,11 @@ class COCOEvaluator(DatasetEvaluator):
                 )
             tasks = tuple(tasks)
         self._tasks = tasks
+        if backend is None:
+            backend = "auto" if use_fast_impl else "pycocotools"
+        self._backend = resolve_evaluator_backend(backend)
+        self._use_fast_impl = self._backend == "faster_coco_eval"
+        self._fast_coco_api = None
         self._kpt_oks_sigmas = np.asarray(kpt_oks_sigmas)
         self._cpu_device = torch.device("cpu")
 
@@ -250,18 +324,38 @@ class COCOEvaluator(DatasetEvaluator):
             self._logger.info("Annotations are not available for evaluation.")
             return
 
-        self._logger.info("Evaluating predictions with official COCO API...")
+        self._logger.info(
+            "Evaluating predictions with {} COCO API...".format(
+                "faster-coco-eval" if self._use_fast_impl else "official"
+            )
+        )
         for task in sorted(tasks):
             # pycocotools cannot load an empty result list.
             coco_eval = (
                 _evaluate_predictions_on_coco(
-                    self._coco_api, coco_results, task, img_ids=img_ids,
-                    max_dets_per_image=self._max_dets_per_image,
+                    self._gt_api(), coco_results, task, img_ids=img_ids,
+                    max_dets_per_image=self._max_dets_per_image, backend=self._backend,
                 )
                 if len(coco_results) > 0
                 else None
             )
             self._results[task] = self._derive_coco_results(coco_eval, task, class_names=self._class_names())
+
+    @property
+    def backend(self) -> str:
+        """The COCOeval implementation in use: ``"pycocotools"`` or ``"faster_coco_eval"``."""
+        return self._backend
+
+    def _gt_api(self) -> Any:
+        """The ground truth as a COCO object of the backend's own ``COCO`` class (cached)."""
+        if self._backend == "pycocotools":
+            return self._coco_api
+        if self._fast_coco_api is None:
+            from faster_coco_eval import COCO as FasterCOCO
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._fast_coco_api = FasterCOCO(copy.deepcopy(self._coco_api.dataset))
+        return self._fast_coco_api
 
     def _class_names(self) -> List[str]:
         """``thing_classes`` of the metadata; the json's category names (sorted by id) when the
@@ -317,7 +411,7 @@ class COCOEvaluator(DatasetEvaluator):
             )
 
     def _derive_coco_results(
-        self, coco_eval: Optional[COCOeval], iou_type: str, class_names: Optional[Sequence[str]] = None
+        self, coco_eval: Optional[Any], iou_type: str, class_names: Optional[Sequence[str]] = None
     ) -> Dict[str, float]:
         """Summary metrics in percent (NaN where COCOeval reports -1) plus ``AP-<class>``."""
         metrics = {"bbox": _BBOX_METRICS}[iou_type]
@@ -360,11 +454,12 @@ class COCOEvaluator(DatasetEvaluator):
         return results
 
 
-class _COCOevalMaxDets(COCOeval):
-    """COCOeval whose summary uses ``params.maxDets[2]`` everywhere.
+class _MaxDetsSummary:
+    """Mixin for a COCOeval class: a summary that uses ``params.maxDets[2]`` everywhere.
 
     pycocotools' ``summarize`` hard-codes 100 detections for the first AP number, so it reports
-    -1 when ``maxDets[2] != 100``. Same role as detectron2's ``COCOevalMaxDets``.
+    -1 when ``maxDets[2] != 100``. Same role as detectron2's ``COCOevalMaxDets``. Works on the
+    ``eval``/``params`` of pycocotools' and faster-coco-eval's COCOeval alike (same layout).
     """
 
     def summarize(self) -> None:
@@ -406,6 +501,21 @@ class _COCOevalMaxDets(COCOeval):
         print("  ".join(f"{n}={v:.3f}" for n, v in zip(names, self.stats)))
 
 
+class _COCOevalMaxDets(_MaxDetsSummary, COCOeval):
+    """pycocotools COCOeval with :class:`_MaxDetsSummary`."""
+
+
+def _cocoeval_class(backend: str, max_det: int) -> type:
+    """The COCOeval class of ``backend`` (with the maxDets summary when ``max_det != 100``)."""
+    if backend == "pycocotools":
+        return COCOeval if max_det == 100 else _COCOevalMaxDets
+    from faster_coco_eval import COCOeval_faster
+
+    if max_det == 100:
+        return COCOeval_faster
+    return type("_FasterCOCOevalMaxDets", (_MaxDetsSummary, COCOeval_faster), {})
+
+
 def _max_dets_list(max_dets_per_image: Optional[int]) -> List[int]:
     """COCOeval ``maxDets``: ``[1, 10, N]`` (``N`` = 100 by default).
 
@@ -424,26 +534,52 @@ def _max_dets_list(max_dets_per_image: Optional[int]) -> List[int]:
 
 
 def _evaluate_predictions_on_coco(
-    coco_gt: COCO,
+    coco_gt: Any,
     coco_results: List[Dict[str, Any]],
     iou_type: str,
     img_ids: Optional[Sequence[int]] = None,
     max_dets_per_image: Optional[List[int]] = None,
-) -> COCOeval:
-    """Run pycocotools evaluate/accumulate/summarize on non-empty ``coco_results``."""
+    backend: str = "pycocotools",
+) -> Any:
+    """Run COCOeval evaluate/accumulate/summarize on non-empty ``coco_results``.
+
+    Args:
+        coco_gt: ground truth, a ``COCO`` of the backend's package (a pycocotools ``COCO`` is
+            converted for ``faster_coco_eval``).
+        coco_results: COCO result dicts (``bbox`` XYWH_ABS, dataset category ids).
+        backend: ``"pycocotools"`` or ``"faster_coco_eval"`` (already resolved).
+
+    Returns:
+        the COCOeval object (``stats`` (12,), ``eval["precision"]`` (T, R, K, A, M)).
+    """
     if len(coco_results) == 0:
         raise ValueError("_evaluate_predictions_on_coco needs at least one prediction")
-    # loadRes adds area/id/iscrowd/segmentation keys to the dicts it gets; keep ours clean.
-    coco_dt = coco_gt.loadRes(copy.deepcopy(coco_results))
+    if backend not in ("pycocotools", "faster_coco_eval"):
+        raise ValueError(f"_evaluate_predictions_on_coco: unresolved backend {backend!r}")
     max_dets = [1, 10, 100] if max_dets_per_image is None else sorted(max_dets_per_image)
     if len(max_dets) != 3:
         raise ValueError(f"max_dets_per_image must have 3 entries for COCOeval, got {max_dets}")
-    eval_cls = COCOeval if max_dets[2] == 100 else _COCOevalMaxDets
-    coco_eval = eval_cls(coco_gt, coco_dt, iou_type)
+    eval_cls = _cocoeval_class(backend, max_dets[2])
+    kwargs: Dict[str, Any] = {}
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO as FasterCOCO
+
+        if not isinstance(coco_gt, FasterCOCO):
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_gt = FasterCOCO(copy.deepcopy(coco_gt.dataset))
+        kwargs["print_function"] = logging.getLogger(__name__).info
+    # loadRes adds area/id/iscrowd/segmentation keys to the dicts it gets; keep ours clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(coco_results))
+    coco_eval = eval_cls(coco_gt, coco_dt, iou_type, **kwargs)
     coco_eval.params.maxDets = max_dets
     if img_ids is not None:
         coco_eval.params.imgIds = list(img_ids)
+    start = time.perf_counter()
     coco_eval.evaluate()
     coco_eval.accumulate()
+    logging.getLogger(__name__).info(
+        f"COCOeval ({backend}) evaluate() + accumulate() finished in {time.perf_counter() - start:.2f} seconds."
+    )
     coco_eval.summarize()
     return coco_eval
