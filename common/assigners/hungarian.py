@@ -33,6 +33,10 @@ class HungarianMatcher(nn.Module):
     ``scipy.optimize.linear_sum_assignment`` solves each image's block. Images with more GTs
     than predictions get only ``N`` matches (scipy's rectangular assignment).
 
+    The cost is float32 whatever the dtype of the predictions (``torch.autocast`` disabled
+    inside; focal term in the exact ``logsigmoid`` form, see
+    :func:`common.losses.focal_classification_cost`).
+
     Non-finite costs (NaN/inf, i.e. diverged predictions) raise ``FloatingPointError`` naming
     the image instead of letting scipy fail with an opaque "cost matrix is infeasible".
 
@@ -89,25 +93,28 @@ class HungarianMatcher(nn.Module):
         if sum(sizes) == 0:
             return [(empty, empty.clone()) for _ in range(bs)]
 
-        flat_logits = logits.flatten(0, 1)  # (B*N, K)
-        flat_boxes = boxes.flatten(0, 1)  # (B*N, 4)
-        tgt_ids = torch.cat([t["labels"] for t in targets]).long()
-        tgt_boxes = torch.cat([t["boxes_xyxy"] for t in targets])
-        if self.use_focal:
-            c_cls = focal_classification_cost(flat_logits, tgt_ids, self.alpha, self.gamma)
-        else:
-            c_cls = -flat_logits.softmax(-1)[:, tgt_ids]
+        # The whole cost is computed in float32, also under autocast (float16 logits of +-20
+        # would give -inf in the focal term, float16 pixel areas overflow in GIoU).
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            flat_logits = logits.flatten(0, 1).float()  # (B*N, K)
+            flat_boxes = boxes.flatten(0, 1).float()  # (B*N, 4)
+            tgt_ids = torch.cat([t["labels"] for t in targets]).long().to(flat_logits.device)
+            tgt_boxes = torch.cat([t["boxes_xyxy"] for t in targets]).to(flat_boxes)
+            if self.use_focal:
+                c_cls = focal_classification_cost(flat_logits, tgt_ids, self.alpha, self.gamma)
+            else:
+                c_cls = -flat_logits.softmax(-1)[:, tgt_ids]
 
-        # Each box is normalised by its own image size, so the L1 term is resolution independent.
-        img_whwh = torch.stack([t["image_size_xyxy"] for t in targets]).to(flat_boxes)  # (B, 4)
-        pred_norm = flat_boxes / img_whwh.repeat_interleave(num_queries, dim=0)
-        tgt_norm = tgt_boxes / img_whwh.repeat_interleave(torch.as_tensor(sizes, device=img_whwh.device), dim=0)
-        c_l1 = torch.cdist(pred_norm, tgt_norm, p=1)
-        c_giou = -generalized_box_iou(flat_boxes, tgt_boxes)
+            # Each box is normalised by its own image size, so the L1 term is resolution independent.
+            img_whwh = torch.stack([t["image_size_xyxy"] for t in targets]).to(flat_boxes)  # (B, 4)
+            pred_norm = flat_boxes / img_whwh.repeat_interleave(num_queries, dim=0)
+            tgt_norm = tgt_boxes / img_whwh.repeat_interleave(torch.as_tensor(sizes, device=img_whwh.device), dim=0)
+            c_l1 = torch.cdist(pred_norm, tgt_norm, p=1)
+            c_giou = -generalized_box_iou(flat_boxes, tgt_boxes)
 
-        cost = self.cost_bbox * c_l1 + self.cost_class * c_cls + self.cost_giou * c_giou
+            cost = self.cost_bbox * c_l1 + self.cost_class * c_cls + self.cost_giou * c_giou
         # Cross-image blocks are computed (cheaper than B small kernels) and discarded here.
-        cost = cost.view(bs, num_queries, -1).float().cpu()
+        cost = cost.view(bs, num_queries, -1).cpu()
         indices = []
         for b, c in enumerate(cost.split(sizes, dim=-1)):
             block = c[b]

@@ -99,22 +99,25 @@ class MinCostMatcher(nn.Module):
             image_size_xyxy: ``(4,)`` ``[w, h, w, h]`` of the resized, unpadded image.
 
         Returns:
-            ``(N, M)`` float32 cost (lower = better); ``(N, 0)`` when ``M == 0``. Terms whose
+            ``(N, M)`` float32 cost (lower = better), whatever the input dtype (autocast is
+            disabled inside; exact ``logsigmoid`` focal term); ``(N, 0)`` when ``M == 0``. Terms whose
             weight is 0 are skipped (not computed).
         """
         n, m = boxes.shape[0], gt_boxes.shape[0]
         cost = boxes.new_zeros((n, m), dtype=torch.float32)
         if m == 0 or n == 0:
             return cost
-        if self.cost_class:
-            cost += self.cost_class * focal_classification_cost(logits.float(), gt_classes, self.alpha, self.gamma)
-        boxes = boxes.float()
-        gt_boxes = gt_boxes.float().to(boxes.device)
-        if self.cost_bbox:
-            whwh = image_size_xyxy.to(boxes)
-            cost += self.cost_bbox * torch.cdist(boxes / whwh, gt_boxes / whwh, p=1)
-        if self.cost_giou:
-            cost += self.cost_giou * -generalized_box_iou(boxes, gt_boxes)
+        # float32 also under autocast (cdist / GIoU of pixel boxes and the focal logs need it).
+        with torch.autocast(device_type=boxes.device.type, enabled=False):
+            if self.cost_class:
+                cost += self.cost_class * focal_classification_cost(logits.float(), gt_classes, self.alpha, self.gamma)
+            boxes = boxes.float()
+            gt_boxes = gt_boxes.float().to(boxes.device)
+            if self.cost_bbox:
+                whwh = image_size_xyxy.to(boxes)
+                cost += self.cost_bbox * torch.cdist(boxes / whwh, gt_boxes / whwh, p=1)
+            if self.cost_giou:
+                cost += self.cost_giou * -generalized_box_iou(boxes, gt_boxes)
         return cost
 
     @torch.no_grad()

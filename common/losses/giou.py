@@ -26,7 +26,8 @@ def giou_loss(
         eps: numerical guard for the divisions.
 
     Returns:
-        Loss in ``[0, 2]`` per pair (0 for identical boxes).
+        float32 loss in ``[0, 2]`` per pair (0 for identical boxes), computed in float32 whatever
+        the input dtype (areas of pixel boxes overflow float16).
 
     Raises:
         ValueError: shapes differ, last dim is not 4, or ``reduction`` unknown.
@@ -38,4 +39,4 @@ def giou_loss(
         )
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"giou_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    return generalized_box_iou_loss(boxes1, boxes2, reduction=reduction, eps=eps)
+    return generalized_box_iou_loss(boxes1.float(), boxes2.float(), reduction=reduction, eps=eps)

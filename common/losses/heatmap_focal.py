@@ -14,14 +14,17 @@ __all__ = ["heatmap_focal_loss", "gathered_l1_loss", "clamped_sigmoid"]
 
 
 def clamped_sigmoid(logits: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """``sigmoid(logits)`` clamped to ``[eps, 1 - eps]`` (the authors' training ``_sigmoid``), any shape."""
-    return logits.sigmoid().clamp(min=eps, max=1 - eps)
+    """``sigmoid(logits)`` clamped to ``[eps, 1 - eps]`` (the authors' training ``_sigmoid``), any shape.
+
+    Computed and returned in float32 whatever the dtype of ``logits`` (in bfloat16 ``1 - 1e-4``
+    rounds to 1 and ``log(1 - p)`` would be ``-inf``)."""
+    return logits.float().sigmoid().clamp(min=eps, max=1 - eps)
 
 
 def heatmap_focal_loss(
     pred: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
 ) -> torch.Tensor:
-    """Penalty-reduced pixel-wise focal loss (scalar).
+    """Penalty-reduced pixel-wise focal loss (float32 scalar, whatever the input dtype).
 
     ``L = -1/N * sum( (1-p)^alpha log p               where gt == 1,
                       (1-gt)^beta p^alpha log(1-p)     otherwise )``,
@@ -42,6 +45,7 @@ def heatmap_focal_loss(
     """
     if pred.shape != gt.shape:
         raise ValueError(f"heatmap_focal_loss: pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ")
+    pred, gt = pred.float(), gt.float()  # float32 also under autocast
     pos = gt.eq(1).to(pred.dtype)
     neg = 1.0 - pos
     pos_loss = torch.log(pred) * (1 - pred).pow(alpha) * pos
@@ -54,7 +58,7 @@ def heatmap_focal_loss(
 def gathered_l1_loss(
     pred: torch.Tensor, batch_index: torch.Tensor, flat_index: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    """L1 loss of a dense regression map read at object centres (scalar).
+    """L1 loss of a dense regression map read at object centres (float32 scalar).
 
     ``sum_k |pred[b_k, :, i_k] - target_k| / (D * K + 1e-4)`` with K objects and D channels: the
     authors' ``RegL1Loss`` normalisation (mask expanded to D channels, so a per-coordinate mean).
@@ -78,5 +82,5 @@ def gathered_l1_loss(
             f"gathered_l1_loss: pred {tuple(pred.shape)}, batch_index {tuple(batch_index.shape)}, "
             f"flat_index {tuple(flat_index.shape)}, target {tuple(target.shape)} are inconsistent"
         )
-    gathered = pred.flatten(2)[batch_index, :, flat_index]  # (K, D)
+    gathered = pred.flatten(2)[batch_index, :, flat_index].float()  # (K, D), float32 also under autocast
     return F.l1_loss(gathered, target.to(gathered.dtype), reduction="sum") / (D * target.shape[0] + 1e-4)

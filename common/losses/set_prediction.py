@@ -67,8 +67,9 @@ def set_focal_loss(
         num_boxes: normaliser (:func:`num_boxes_across_processes`).
 
     Returns:
-        scalar: sum of the focal loss / ``num_boxes``; unmatched predictions are pure negatives.
+        float32 scalar: sum of the focal loss / ``num_boxes``; unmatched predictions are pure negatives.
     """
+    logits = logits.float()  # float32 also under autocast
     batch_idx, pred_idx = matched_batch_index(indices, logits.device)
     onehot = torch.zeros_like(logits)
     onehot[batch_idx, pred_idx, _matched_targets(targets, indices, "labels", logits.device)] = 1
@@ -85,11 +86,11 @@ def set_box_losses(
 
     Returns:
         ``{"loss_bbox": sum |pred - gt| of XYXY boxes divided by the image's [w, h, w, h],
-        "loss_giou": sum (1 - GIoU) on absolute boxes}``, each / ``num_boxes``. With no match
-        both are 0 and keep the graph.
+        "loss_giou": sum (1 - GIoU) on absolute boxes}``, each / ``num_boxes``, float32 (also under
+        autocast). With no match both are 0 and keep the graph.
     """
     batch_idx, pred_idx = matched_batch_index(indices, pred_boxes.device)
-    src = pred_boxes[batch_idx, pred_idx]  # (P, 4)
+    src = pred_boxes[batch_idx, pred_idx].float()  # (P, 4), float32 also under autocast
     tgt = _matched_targets(targets, indices, "boxes_xyxy", src.device).to(src)
     whwh = torch.stack([t["image_size_xyxy"] for t in targets]).to(src)[batch_idx]  # (P, 4)
     return {

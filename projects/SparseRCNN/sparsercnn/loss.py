@@ -73,7 +73,8 @@ class SetCriterion(nn.Module):
         matched_classes = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[batch_idx, src_idx] = matched_classes.to(logits.device)
-        return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
+        # float32 also under autocast, like every loss here.
+        return {"loss_ce": F.cross_entropy(logits.float().transpose(1, 2), target_classes, self.empty_weight)}
 
     def loss_boxes(
         self, outputs: Dict[str, torch.Tensor], targets: List[dict], indices: Indices, num_boxes: float
