@@ -11,19 +11,24 @@ __all__ = ["detector_postprocess"]
 
 
 def detector_postprocess(results: Instances, output_height: Union[int, torch.Tensor],
-                         output_width: Union[int, torch.Tensor], mask_threshold: float = 0.5) -> Instances:
+                         output_width: Union[int, torch.Tensor], mask_threshold: float = 0.5, *,
+                         clip: bool = True, keep_empty: bool = False) -> Instances:
     """Map predictions made on the resized network input back to the requested output resolution.
 
     The boxes (``pred_boxes``, or ``proposal_boxes``) are scaled by
     ``(output_width / results.image_size[1], output_height / results.image_size[0])``, clipped to
     ``(output_height, output_width)`` and instances whose clipped box has zero width or height are
-    dropped. ``pred_keypoints`` (``(N, K, 3)``) are scaled too. Box tensors are scaled in place,
-    as in detectron2.
+    dropped (detectron2's behaviour, the defaults). ``pred_keypoints`` (``(N, K, 3)``) are scaled
+    too. Box tensors are scaled in place, as in detectron2.
 
     Args:
         results: predictions of one image; ``image_size`` = ``(h, w)`` of the network input (unpadded).
         output_height, output_width: desired output size, usually the original image size.
         mask_threshold: unused (no mask support in this runtime); kept for signature compatibility.
+        clip: clip the boxes to ``(output_height, output_width)``. ``False`` for detectors whose
+            authors evaluate unclipped boxes (xingyizhou/CenterNet ``ctdet_post_process``).
+        keep_empty: keep instances whose (clipped) box has zero width or height; the authors'
+            CenterNet drops none.
 
     Returns:
         new :class:`Instances` with ``image_size == (output_height, output_width)``.
@@ -51,8 +56,10 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
         raise ValueError("detector_postprocess: 'pred_masks' are not supported by this runtime")
 
     output_boxes.scale(scale_x, scale_y)
-    output_boxes.clip(results.image_size)
-    results = results[output_boxes.nonempty()]
+    if clip:
+        output_boxes.clip(results.image_size)
+    if not keep_empty:
+        results = results[output_boxes.nonempty()]
 
     if results.has("pred_keypoints"):
         results.pred_keypoints[:, :, 0] *= scale_x

@@ -10,6 +10,8 @@
 * :class:`ColorJitterLighting` / :class:`ColorJitterLightingTransform`: brightness, contrast and
   saturation with ``alpha = 1 + U(-v, v)`` in random order, then PCA lighting
   ``+ eigvec @ (eigval * N(0, std))`` ([XZ] ``color_aug``; CornerNet ``sample/utils.py``).
+* :func:`centernet_test_affine`: the test-time input geometry of [XZ]
+  ``src/lib/detectors/base_detector.py`` ``pre_process`` (``keep_res`` padding / ``fix_res`` warp).
 
 Coordinates: the same matrix maps image pixels and box corners (the authors' convention).
 """
@@ -29,6 +31,7 @@ __all__ = [
     "ColorJitterLightingTransform",
     "RandomCenterAffine",
     "center_scale_affine_matrix",
+    "centernet_test_affine",
 ]
 
 
@@ -45,6 +48,43 @@ def center_scale_affine_matrix(center: Sequence[float], scale: float, output_siz
     h, w = output_size
     k = float(w) / float(scale)
     return np.array([[k, 0.0, w / 2.0 - k * center[0]], [0.0, k, h / 2.0 - k * center[1]]], dtype=np.float64)
+
+
+def centernet_test_affine(height: int, width: int, scale: float = 1.0, input_size: Optional[Tuple[int, int]] = None,
+                          pad: int = 31) -> Tuple[Tuple[int, int], np.ndarray, Tuple[int, int]]:
+    """The authors' test-time input of an ``height x width`` image at test scale ``scale``.
+
+    The image is first resized to ``(int(height * scale), int(width * scale))`` (``cv2.resize``,
+    bilinear, of the uint8 image), then warped by the returned matrix:
+
+    * ``input_size is None`` (``--keep_res``, all their COCO tests): the input is
+      ``((new_h | pad) + 1, (new_w | pad) + 1)`` and the image centre ``(new_w // 2, new_h // 2)``
+      (integer division) lands on the input centre: a pure translation by
+      ``(inp_w // 2 - new_w // 2, inp_h // 2 - new_h // 2)``; ``pad`` is 31, or 127 for Hourglass.
+    * ``input_size = (H, W)`` (``fix_res``, 512x512): the window of side ``max(height, width)``
+      (the *original* size) centred at ``(new_w / 2, new_h / 2)`` is mapped onto ``W`` pixels.
+
+    Returns:
+        ``(new_h, new_w)``, the ``(2, 3)`` float64 matrix (resized-image pixels -> input pixels,
+        scale ``matrix[0, 0]`` on both axes), and ``(inp_h, inp_w)``.
+
+    Raises:
+        ValueError: ``scale <= 0`` or an empty resized image.
+
+    Source: xingyizhou/CenterNet ``src/lib/detectors/base_detector.py`` ``pre_process`` and
+    ``src/lib/utils/image.py`` ``get_affine_transform``.
+    """
+    new_h, new_w = int(height * scale), int(width * scale)
+    if scale <= 0 or new_h <= 0 or new_w <= 0:
+        raise ValueError(f"centernet_test_affine: scale {scale} gives an empty {new_h}x{new_w} image "
+                         f"from {height}x{width} (MODEL.CENTERNET.TEST_SCALES)")
+    if input_size is None:
+        inp_h, inp_w = (new_h | pad) + 1, (new_w | pad) + 1
+        matrix = np.array([[1.0, 0.0, inp_w // 2 - new_w // 2], [0.0, 1.0, inp_h // 2 - new_h // 2]])
+    else:
+        inp_h, inp_w = int(input_size[0]), int(input_size[1])
+        matrix = center_scale_affine_matrix((new_w / 2.0, new_h / 2.0), float(max(height, width)), (inp_h, inp_w))
+    return (new_h, new_w), matrix, (inp_h, inp_w)
 
 
 class AffineTransform(Transform):

@@ -50,13 +50,17 @@ def add_resnet_deconv_config(cfg: CN) -> None:
     cfg.MODEL.RESNET_DECONV.OUT_FEATURE = "up"
 
 
-def bilinear_upsample_init_(deconv: nn.ConvTranspose2d) -> None:
-    """Initialise a transposed conv as a per-channel bilinear up-sampler (in place).
+def bilinear_upsample_init_(deconv: nn.ConvTranspose2d, diagonal: bool = False) -> None:
+    """Write the bilinear kernel into a transposed conv (in place), as [XZ] ``fill_up_weights``.
 
-    Channel ``c`` of the output receives the bilinear kernel from input channel ``c`` only
-    (``weight[c, c] = K``, other entries 0); for depth-wise (``groups == channels``) convs every
-    filter is ``K``. ``K[i, j] = (1 - |i / f - c|) (1 - |j / f - c|)``, ``f = ceil(k / 2)``,
-    ``c = (2f - 1 - f % 2) / (2f)`` (the classic FCN bilinear filter; [XZ] ``fill_up_weights``).
+    ``K[i, j] = (1 - |i / f - c|) (1 - |j / f - c|)``, ``f = ceil(k / 2)``, ``c = (2f - 1 - f % 2) / (2f)``
+    (the FCN bilinear filter). The authors write ``weight[c, 0] = K`` for every input channel
+    ``c`` (weight layout ``(in, out / groups, k, k)``): for a depth-wise deconv (DLA's ``IDAUp``,
+    ``out / groups == 1``) that is a per-channel bilinear up-sampler; for a full deconv
+    (``resnet_dcn.py``) output channel 0 receives ``K`` from every input channel and the other
+    output channels keep PyTorch's default initialisation. This is the default here (training from
+    ImageNet weights then starts as theirs). ``diagonal=True`` gives the per-channel up-sampler
+    instead (``weight[c, c] = K``, other entries 0). Bias (if any) is zeroed.
     """
     w = deconv.weight  # (in, out / groups, k, k)
     k = w.shape[2]
@@ -66,20 +70,23 @@ def bilinear_upsample_init_(deconv: nn.ConvTranspose2d) -> None:
     k1 = 1 - (t / f - c).abs()
     kernel = k1.view(-1, 1) * k1.view(1, -1)
     with torch.no_grad():
-        w.zero_()
         if w.shape[1] == 1:
             w.copy_(kernel.expand_as(w))
-        else:
+        elif diagonal:
+            w.zero_()
             n = min(w.shape[0], w.shape[1])
             idx = torch.arange(n)
             w[idx, idx] = kernel
+        else:
+            w[:, 0] = kernel
         if deconv.bias is not None:
             deconv.bias.zero_()
 
 
 class ModulatedDeformConvPack(nn.Module):
     """DCNv2 with its own offset/mask predictor: ``conv_offset`` (3x3, 27 channels, zero init:
-    the layer starts as a plain conv with mask 0.5) then ``ModulatedDeformConv``.
+    the layer starts as a plain conv with mask 0.5) then ``ModulatedDeformConv`` initialised as
+    DCNv2 (weight ``U(+-1/sqrt(fan_in))``, bias 0; ``weight_init="dcnv2"``).
 
     ``forward(x (N, C_in, H, W)) -> (N, C_out, H', W')``. Channels ``[0, 18)`` of ``conv_offset``
     are the offsets (torchvision layout: (dy, dx) per tap), ``[18, 27)`` the mask logits (sigmoid).
@@ -94,7 +101,7 @@ class ModulatedDeformConvPack(nn.Module):
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
         self.dcn = ModulatedDeformConv(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                                       deformable_groups=deformable_groups, bias=bias)
+                                       deformable_groups=deformable_groups, bias=bias, weight_init="dcnv2")
         self._taps = taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +114,8 @@ class DeconvUpsampleStage(nn.Module):
     """One x2 up-sampling stage: [DCNv2 3x3 -> norm -> ReLU ->] ConvT 4x4 s2 -> norm -> ReLU.
 
     ``forward(x (N, C_in, H, W)) -> (N, C_out, 2H, 2W)``. With ``deformable`` the transposed conv is
-    bilinear-initialised ([XZ] ``resnet_dcn.py``); without it, N(0, 0.001) ([XZ] ``msra_resnet.py``).
+    initialised by the authors' ``fill_up_weights`` (:func:`bilinear_upsample_init_`, [XZ]
+    ``resnet_dcn.py``); without it, N(0, 0.001) ([XZ] ``msra_resnet.py``). Norms start at 1 / 0.
     """
 
     def __init__(self, in_channels: int, out_channels: int, deformable: bool = True, norm: str = "BN"):

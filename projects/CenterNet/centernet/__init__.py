@@ -6,7 +6,7 @@ Importing the package registers ``CenterNet`` in ``META_ARCH_REGISTRY``; the bac
 """
 from .config import add_centernet_config
 from .dataset_mapper import CenterNetDatasetMapper, build_centernet_augmentation
-from .decode import centernet_decode, heatmap_peaks, soft_nms_gaussian
+from .decode import centernet_decode, heatmap_peaks
 from .detector import CenterNet
 from .head import CenterNetHead
 
@@ -18,5 +18,4 @@ __all__ = [
     "build_centernet_augmentation",
     "centernet_decode",
     "heatmap_peaks",
-    "soft_nms_gaussian",
 ]

@@ -4,16 +4,22 @@ Training ([XZ] ``src/lib/datasets/sample/ctdet.py``): random scale (``max(H, W) 
 INPUT.CENTERNET.SCALES``) and random-centre crop warped to ``INPUT.CENTERNET.TRAIN_SIZE`` (one
 affine warp, black border), horizontal flip (``INPUT.RANDOM_FLIP``), colour jitter + PCA lighting
 (``INPUT.CENTERNET.COLOR_AUG``). Boxes follow the same transforms and are clipped to the input;
-boxes left empty are dropped; images without boxes are kept.
+boxes left empty are dropped; images without boxes are kept. As the authors, crowd annotations
+are ordinary objects (``INPUT.CENTERNET.KEEP_CROWD``) and only the first 128 annotations of an
+image, in file order, are used (``INPUT.CENTERNET.MAX_OBJECTS``; [XZ] ``max_objs``).
 
 Test: resize keeping the aspect ratio (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; a size of 0
 keeps the original resolution, the authors' ``--keep_res``); the model pads the image centred to
-``(H | 31) + 1`` x ``(W | 31) + 1`` (``MODEL.CENTERNET.TEST_PAD_CENTERED``).
+``(H | 31) + 1`` x ``(W | 31) + 1`` (``MODEL.CENTERNET.TEST_PAD_CENTERED``). With
+``MODEL.CENTERNET.TEST_INPUT_SIZE`` (the authors' ``fix_res``) the mapper does not resize and the
+model warps the original image.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List
 
+from common.config import configurable
 from common.data import DatasetMapper
 from common.data import transforms as T
 
@@ -27,6 +33,8 @@ def build_centernet_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         ValueError: bad ``INPUT.RANDOM_FLIP`` or ``INPUT.CENTERNET.*`` values.
     """
     if not is_train:
+        if min(cfg.MODEL.CENTERNET.TEST_INPUT_SIZE) > 0:
+            return []
         return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
     c = cfg.INPUT.CENTERNET
     augs: List[T.Augmentation] = [
@@ -49,10 +57,39 @@ class CenterNetDatasetMapper(DatasetMapper):
 
     Output as DatasetMapper; in training ``image`` is a float32 ``(3, h, w)`` tensor (colour
     jitter is not clipped, as the authors) of ``INPUT.CENTERNET.TRAIN_SIZE``.
+
+    Args (besides DatasetMapper's): keep_crowd (``INPUT.CENTERNET.KEEP_CROWD``): train on
+    ``iscrowd`` annotations as on any other; max_objects (``INPUT.CENTERNET.MAX_OBJECTS``): use
+    the first ``max_objects`` annotations of the image (after the crowd filter; 0 = all).
     """
+
+    @configurable
+    def __init__(self, is_train: bool, *, keep_crowd: bool = True, max_objects: int = 128, **kwargs):
+        super().__init__(is_train, **kwargs)
+        if max_objects < 0:
+            raise ValueError(f"INPUT.CENTERNET.MAX_OBJECTS must be >= 0, got {max_objects}")
+        self.keep_crowd = bool(keep_crowd)
+        self.max_objects = int(max_objects)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = build_centernet_augmentation(cfg, is_train)
+        ret["keep_crowd"] = bool(cfg.INPUT.CENTERNET.KEEP_CROWD)
+        ret["max_objects"] = int(cfg.INPUT.CENTERNET.MAX_OBJECTS)
         return ret
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """As :meth:`DatasetMapper.__call__`, with the authors' crowd and object-count handling."""
+        if self.is_train and "annotations" in dataset_dict:
+            dataset_dict = copy.copy(dataset_dict)
+            annos = [dict(a) for a in dataset_dict["annotations"]]
+            if self.keep_crowd:
+                for a in annos:
+                    a["iscrowd"] = 0
+            else:
+                annos = [a for a in annos if a.get("iscrowd", 0) == 0]
+            if self.max_objects > 0:
+                annos = annos[: self.max_objects]
+            dataset_dict["annotations"] = annos
+        return super().__call__(dataset_dict)

@@ -1,8 +1,8 @@
-"""CenterNet decoding: peak extraction, top-K, boxes; Gaussian soft-NMS for multi-scale testing.
+"""CenterNet decoding: peak extraction, top-K, boxes.
 
 Sources: paper Sec. 4 "From points to bounding boxes"; [XZ] ``src/lib/models/decode.py``
-(``_nms``, ``_topk``, ``ctdet_decode``) and ``src/lib/detectors/ctdet.py`` (``merge_outputs``);
-soft-NMS (Bodla et al. 2017, Gaussian penalty) as [XZ] ``external/nms.pyx`` ``soft_nms`` method 2.
+(``_nms``, ``_topk``, ``ctdet_decode``). The multi-scale merge (``merge_outputs`` of [XZ]
+``src/lib/detectors/ctdet.py``) uses :func:`common.ops.soft_nms` (re-exported here).
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou
 
-__all__ = ["heatmap_peaks", "centernet_decode", "soft_nms_gaussian"]
+from common.ops import soft_nms
+
+__all__ = ["heatmap_peaks", "centernet_decode", "soft_nms"]
 
 
 def heatmap_peaks(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -53,40 +54,3 @@ def centernet_decode(
     half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
     boxes = torch.stack([xs - half_w, ys - half_h, xs + half_w, ys + half_h], dim=2)
     return boxes, scores, classes
-
-
-def soft_nms_gaussian(
-    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, sigma: float = 0.5,
-    score_thresh: float = 0.001,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Class-aware Gaussian soft-NMS: repeatedly take the best remaining box and multiply the
-    scores of the other remaining boxes of its class by ``exp(-IoU^2 / sigma)``; boxes whose score
-    falls below ``score_thresh`` are dropped.
-
-    The selection is sequential by definition (one step per kept box); each step is vectorised
-    over all boxes.
-
-    Args:
-        boxes: ``(N, 4)`` XYXY; scores: ``(N,)``; classes: ``(N,)`` int64.
-
-    Returns:
-        keep ``(M,)`` int64 indices in selection order and their decayed scores ``(M,)``.
-    """
-    n = boxes.shape[0]
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
-    scores = scores.clone()
-    iou = box_iou(boxes, boxes) * (classes.view(-1, 1) == classes.view(1, -1)).to(boxes.dtype)
-    alive = scores >= score_thresh
-    keep, kept_scores = [], []
-    neg_inf = torch.tensor(float("-inf"), device=scores.device, dtype=scores.dtype)
-    for _ in range(n):
-        if not bool(alive.any()):
-            break
-        i = int(torch.where(alive, scores, neg_inf).argmax())
-        keep.append(i)
-        kept_scores.append(scores[i])
-        alive[i] = False
-        scores = torch.where(alive, scores * torch.exp(-(iou[i] ** 2) / sigma), scores)
-        alive &= scores >= score_thresh
-    return torch.tensor(keep, dtype=torch.long, device=boxes.device), torch.stack(kept_scores)

@@ -2,21 +2,31 @@
 ``src/lib/trains/ctdet.py``, ``src/lib/detectors/ctdet.py``)."""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import cv2
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common.assigners import build_centernet_targets
+from common.data.transforms.centernet_aug import centernet_test_affine
 from common.losses import clamped_sigmoid, gathered_l1_loss, heatmap_focal_loss
 from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
+from common.ops import soft_nms
 from common.structures import Boxes, Instances
 
-from .decode import centernet_decode, soft_nms_gaussian
+from .decode import centernet_decode
 from .head import CenterNetHead
 
 __all__ = ["CenterNet"]
+
+# MODEL.CENTERNET.HEAD_INIT "auto": the authors' network of each backbone (plain ResNet: msra_resnet).
+_HEAD_INIT_OF_BACKBONE = {
+    "build_resnet_deconv_backbone": "resnet_dcn",
+    "build_dla_backbone": "pose_dla_dcn",
+    "build_hourglass_backbone": "large_hourglass",
+}
 
 
 @META_ARCH_REGISTRY.register()
@@ -53,8 +63,13 @@ class CenterNet(nn.Module):
                 raise ValueError(
                     f"MODEL.CENTERNET.DOWN_RATIO is {self.down_ratio} but backbone feature {f!r} has stride {shapes[f].stride}"
                 )
+        head_init = str(c.HEAD_INIT)
+        if head_init == "auto":
+            head_init = _HEAD_INIT_OF_BACKBONE.get(cfg.MODEL.BACKBONE.NAME, "resnet_dcn")
+            if head_init == "resnet_dcn" and "RESNET_DECONV" in cfg.MODEL and not cfg.MODEL.RESNET_DECONV.DEFORMABLE:
+                head_init = "msra_resnet"
         self.heads = nn.ModuleList([
-            CenterNetHead(shapes[f].channels, self.num_classes, int(c.HEAD_CONV), float(c.PRIOR_BIAS))
+            CenterNetHead(shapes[f].channels, self.num_classes, int(c.HEAD_CONV), float(c.PRIOR_BIAS), head_init)
             for f in self.in_features
         ])
         self.size_divisibility = max(int(self.backbone.size_divisibility), 1)
@@ -68,9 +83,16 @@ class CenterNet(nn.Module):
         if not self.test_scales or min(self.test_scales) <= 0:
             raise ValueError(f"MODEL.CENTERNET.TEST_SCALES must be positive, got {list(c.TEST_SCALES)}")
         self.use_soft_nms = bool(c.NMS) or len(self.test_scales) > 1
-        self.soft_nms_sigma = float(c.SOFT_NMS_SIGMA)
-        self.soft_nms_thresh = float(c.SOFT_NMS_SCORE_THRESH)
+        self.soft_nms_kwargs = dict(method=str(c.SOFT_NMS_METHOD), sigma=float(c.SOFT_NMS_SIGMA),
+                                    iou_threshold=float(c.SOFT_NMS_IOU_THRESH),
+                                    score_threshold=float(c.SOFT_NMS_SCORE_THRESH),
+                                    plus_one=bool(c.SOFT_NMS_PLUS_ONE))
         self.pad_centered = bool(c.TEST_PAD_CENTERED)
+        size = tuple(int(v) for v in c.TEST_INPUT_SIZE)
+        if len(size) != 2 or min(size) < 0 or (min(size) == 0 and max(size) > 0):
+            raise ValueError(f"MODEL.CENTERNET.TEST_INPUT_SIZE must be (h, w) > 0 or (0, 0), got {list(c.TEST_INPUT_SIZE)}")
+        self.test_input_size: Optional[Tuple[int, int]] = size if min(size) > 0 else None
+        self.clip_boxes = bool(c.CLIP_BOXES)
 
         register_pixel_stats(self, cfg)
 
@@ -84,8 +106,11 @@ class CenterNet(nn.Module):
 
         The padding is black in pixel space (``-mean / std`` after normalisation), as the authors'
         ``warpAffine`` border. ``Hp = (max h | (d - 1)) + 1`` with ``d`` = size divisibility when
-        ``centered`` (the authors' test padding; the image is centred), else the next multiple of
-        ``d`` with the image at the top-left. Returns the tensor and per-image ``(top, left)`` offsets.
+        ``centered`` (the authors' test padding), else the next multiple of ``d`` with the image at
+        the top-left. Centred means the image centre ``(w // 2, h // 2)`` lands on the padded
+        centre: ``top = Hp // 2 - h // 2``, ``left = Wp // 2 - w // 2`` ([XZ] ``base_detector.py``
+        ``pre_process``; one row/column more on top/left than ``(Hp - h) // 2`` for odd sizes).
+        Returns the tensor and per-image ``(top, left)`` offsets.
         """
         d = self.size_divisibility
         max_h = max(int(im.shape[1]) for im in images)
@@ -99,7 +124,7 @@ class CenterNet(nn.Module):
         offsets = []
         for i, im in enumerate(images):
             h, w = int(im.shape[1]), int(im.shape[2])
-            top, left = ((hp - h) // 2, (wp - w) // 2) if centered else (0, 0)
+            top, left = (hp // 2 - h // 2, wp // 2 - w // 2) if centered else (0, 0)
             batch[i, :, top:top + h, left:left + w] = (im.to(self.device).float() - self.pixel_mean) / self.pixel_std
             offsets.append((top, left))
         return batch, offsets
@@ -136,9 +161,17 @@ class CenterNet(nn.Module):
                 "index": torch.cat(idx), "batch_index": torch.cat(bidx)}
 
     def losses(self, outputs: List[Dict[str, torch.Tensor]], targets: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Focal heatmap loss + 0.1 L1 size + 1 L1 offset, each averaged over the stacks (paper Eq. 4)."""
+        """Focal heatmap loss + 0.1 L1 size + 1 L1 offset, each averaged over the stacks (paper Eq. 4).
+
+        Computed in float32 with autocast disabled (the head outputs are cast), so that a
+        float16/bfloat16 autocast training has the float32 loss of its predictions.
+        """
+        with torch.autocast(outputs[0]["hm"].device.type, enabled=False):
+            return self._losses_fp32(outputs, targets)
+
+    def _losses_fp32(self, outputs, targets):
         n = len(outputs)
-        loss = {k: outputs[0]["hm"].new_zeros(()) for k in self.weights}
+        loss = {k: outputs[0]["hm"].new_zeros((), dtype=torch.float32) for k in self.weights}
         for out in outputs:
             loss["loss_hm"] = loss["loss_hm"] + heatmap_focal_loss(
                 clamped_sigmoid(out["hm"].float()), targets["heatmap"], self.focal_alpha, self.focal_beta) / n
@@ -149,23 +182,59 @@ class CenterNet(nn.Module):
         return {k: v * self.weights[k] for k, v in loss.items()}
 
     # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _resize(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+        """``cv2.resize`` (bilinear) of a ``(3, h, w)`` image as the authors resize the uint8 test
+        image (uint8 stays uint8, other dtypes go through float32)."""
+        if tuple(image.shape[1:]) == (new_h, new_w):
+            return image
+        arr = image.permute(1, 2, 0).cpu().numpy()
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float32)
+        out = cv2.resize(np.ascontiguousarray(arr), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(out.reshape(new_h, new_w, -1)).permute(2, 0, 1)
+
+    def _test_batch(self, images: List[torch.Tensor], scale: float) -> Tuple[torch.Tensor, List[Tuple[float, float, float]]]:
+        """The authors' ``pre_process`` of each image at test ``scale``
+        (:func:`~common.data.transforms.centernet_aug.centernet_test_affine`): ``cv2.resize`` to
+        ``int(h * scale) x int(w * scale)``, then the centred padding (``keep_res``) or, with
+        ``TEST_INPUT_SIZE``, the affine warp to that size (``fix_res``). Returns the normalised
+        batch and per image ``(a, tx, ty)`` with ``input = a * resized + (tx, ty)``."""
+        resized = []
+        for im in images:
+            (nh, nw), _, _ = centernet_test_affine(int(im.shape[1]), int(im.shape[2]), scale)
+            resized.append(self._resize(im, nh, nw))
+        if self.test_input_size is None:
+            batch, offsets = self._batch(resized, centered=self.pad_centered)
+            return batch, [(1.0, float(left), float(top)) for top, left in offsets]
+        inp_h, inp_w = self.test_input_size
+        warped, affines = [], []
+        for im, r in zip(images, resized):
+            _, m, _ = centernet_test_affine(int(im.shape[1]), int(im.shape[2]), scale, self.test_input_size)
+            arr = r.permute(1, 2, 0).cpu().numpy()
+            arr = arr if arr.dtype == np.uint8 else arr.astype(np.float32)
+            out = cv2.warpAffine(np.ascontiguousarray(arr), m, (inp_w, inp_h), flags=cv2.INTER_LINEAR)
+            warped.append(torch.from_numpy(out.reshape(inp_h, inp_w, -1)).permute(2, 0, 1))
+            affines.append((float(m[0, 0]), float(m[0, 2]), float(m[1, 2])))
+        batch, _ = self._batch(warped, centered=False)
+        return batch, affines
+
     @torch.no_grad()
     def _run_scale(self, images: List[torch.Tensor], scale: float):
-        """Detections of one test scale in each image's (resized) input frame: lists of
-        ``(k, 4)`` boxes, ``(k,)`` scores, ``(k,)`` classes."""
-        if scale != 1.0:
-            images = [
-                F.interpolate(im.to(self.device).float()[None], size=(int(im.shape[1] * scale), int(im.shape[2] * scale)),
-                              mode="bilinear", align_corners=False)[0]
-                for im in images
-            ]
-        batch, offsets = self._batch(images, centered=self.pad_centered)
+        """Detections of one test scale in each image's input frame (before ``scale``): lists of
+        ``(k, 4)`` boxes, ``(k,)`` scores, ``(k,)`` classes. Heatmap and decoding in float32."""
+        batch, affines = self._test_batch(images, scale)
         n = batch.shape[0]
         if self.flip_test:
             batch = torch.cat([batch, batch.flip(-1)])
         feat = self.backbone(batch)[self.in_features[-1]]
         out = self.heads[-1](feat)
-        hm, wh, reg = out["hm"].sigmoid(), out["wh"], out["reg"]
+        with torch.autocast(batch.device.type, enabled=False):
+            return self._decode_scale(out, n, affines, scale)
+
+    def _decode_scale(self, out, n, affines, scale):
+        """Float32 sigmoid, flip averaging, top-K decoding and the map back through ``affines``."""
+        hm, wh, reg = out["hm"].float().sigmoid(), out["wh"].float(), out["reg"].float()
         if self.flip_test:
             hm = (hm[:n] + hm[n:].flip(-1)) / 2
             wh = (wh[:n] + wh[n:].flip(-1)) / 2
@@ -173,14 +242,16 @@ class CenterNet(nn.Module):
         boxes, scores, classes = centernet_decode(hm, wh, reg, self.topk)
         results = []
         for b in range(n):
-            top, left = offsets[b]
-            shift = boxes.new_tensor([left, top, left, top])
-            results.append(((boxes[b] * self.down_ratio - shift) / scale, scores[b], classes[b]))
+            a, tx, ty = affines[b]
+            shift = boxes.new_tensor([tx, ty, tx, ty])
+            results.append(((boxes[b] * self.down_ratio - shift) / (a * scale), scores[b], classes[b]))
         return results
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[dict]) -> List[Dict[str, Instances]]:
-        """Decode, merge scales (soft-NMS + top-K when several), rescale to ``height x width``."""
+        """Decode, merge scales (per-class soft-NMS + top-K when several), rescale to
+        ``height x width``; boxes clipped to the image only with ``MODEL.CENTERNET.CLIP_BOXES``
+        (the authors neither clip nor drop boxes)."""
         images = [x["image"] for x in batched_inputs]
         per_scale = [self._run_scale(images, s) for s in self.test_scales]
         processed = []
@@ -189,7 +260,7 @@ class CenterNet(nn.Module):
             scores = torch.cat([r[i][1] for r in per_scale])
             classes = torch.cat([r[i][2] for r in per_scale])
             if self.use_soft_nms:
-                keep, new_scores = soft_nms_gaussian(boxes, scores, classes, self.soft_nms_sigma, self.soft_nms_thresh)
+                keep, new_scores = soft_nms(boxes, scores, classes, **self.soft_nms_kwargs)
                 boxes, scores, classes = boxes[keep], new_scores, classes[keep]
                 order = scores.argsort(descending=True)[: self.topk]
                 boxes, scores, classes = boxes[order], scores[order], classes[order]
@@ -198,5 +269,7 @@ class CenterNet(nn.Module):
             inst.pred_boxes = Boxes(boxes)
             inst.scores = scores
             inst.pred_classes = classes
-            processed.append({"instances": detector_postprocess(inst, inputs.get("height", h), inputs.get("width", w))})
+            processed.append({"instances": detector_postprocess(
+                inst, inputs.get("height", h), inputs.get("width", w),
+                clip=self.clip_boxes, keep_empty=not self.clip_boxes)})
         return processed
