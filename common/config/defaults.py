@@ -144,7 +144,8 @@ _C.SOLVER.CHECKPOINT_PERIOD = 5000
 _C.SOLVER.IMS_PER_BATCH = 16
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0
 _C.SOLVER.BIAS_LR_FACTOR = 1.0
-_C.SOLVER.WEIGHT_DECAY_BIAS = _C.SOLVER.WEIGHT_DECAY
+# None = follow SOLVER.WEIGHT_DECAY (detectron2 v0.6); a number overrides the decay of biases.
+_C.SOLVER.WEIGHT_DECAY_BIAS = None
 # "SGD" or "ADAMW" (the authors' Sparse R-CNN / OneNet add this key).
 _C.SOLVER.OPTIMIZER = "SGD"
 # Learning-rate multiplier of parameters whose name contains "backbone".

@@ -1,9 +1,10 @@
 """Optimizer and LR-scheduler builders (detectron2 v0.6 ``detectron2/solver/build.py``).
 
 Additions used by the projects (Sparse R-CNN / OneNet ``train_net.py``): ``SOLVER.OPTIMIZER``
-("SGD" | "ADAMW"), ``SOLVER.BACKBONE_MULTIPLIER`` (LR factor for parameters whose name contains
+("SGD" | "ADAMW" | "ADAM"), ``SOLVER.BACKBONE_MULTIPLIER`` (LR factor for parameters whose name contains
 "backbone") and the ``"full_model"`` gradient-clipping type (one ``clip_grad_norm_`` over all
-parameters before every step).
+parameters before every step); :func:`build_optimizer_uniform_decay` is those authors'
+``build_optimizer`` (one weight decay for every parameter).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .lr_scheduler import LRMultiplier, WarmupParamScheduler
 __all__ = [
     "GradientClipType",
     "build_optimizer",
+    "build_optimizer_uniform_decay",
     "build_lr_scheduler",
     "get_default_optimizer_params",
     "maybe_add_gradient_clipping",
@@ -217,11 +219,12 @@ def reduce_param_groups(params: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer from ``cfg.SOLVER``.
 
-    ``SOLVER.OPTIMIZER``: ``"SGD"`` (``MOMENTUM``, ``NESTEROV``) or ``"ADAMW"`` (torch defaults
-    for betas/eps, as in the authors' code). Hyper-parameter groups: see
+    ``SOLVER.OPTIMIZER``: ``"SGD"`` (``MOMENTUM``, ``NESTEROV``), ``"ADAMW"`` or ``"ADAM"`` (torch
+    defaults for betas/eps, as in the authors' code). Hyper-parameter groups: see
     :func:`get_default_optimizer_params` (``BASE_LR``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``,
-    ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS``, ``BACKBONE_MULTIPLIER``). Gradient clipping: see
-    :func:`maybe_add_gradient_clipping`.
+    ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS`` (None = follow ``WEIGHT_DECAY``, detectron2 v0.6),
+    ``BACKBONE_MULTIPLIER``). Gradient clipping: see :func:`maybe_add_gradient_clipping`.
+    The Sparse R-CNN / OneNet authors' recipe is :func:`build_optimizer_uniform_decay`.
 
     Raises:
         ValueError: unknown ``SOLVER.OPTIMIZER`` / ``CLIP_TYPE``, or a model without trainable params.
@@ -238,6 +241,15 @@ def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     )
     if not params:
         raise ValueError("build_optimizer: the model has no trainable parameters")
+    return _make_optimizer(cfg, params)
+
+
+_OPTIMIZERS = ("SGD", "ADAMW", "ADAM")
+
+
+def _make_optimizer(cfg: Any, params: List[Dict[str, Any]]) -> torch.optim.Optimizer:
+    """``SOLVER.OPTIMIZER`` on ``params``, wrapped by :func:`maybe_add_gradient_clipping`."""
+    solver = cfg.SOLVER
     name = str(solver.get("OPTIMIZER", "SGD")).upper()
     if name == "SGD":
         opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
@@ -251,7 +263,45 @@ def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     if name == "ADAMW":
         opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
         return opt_cls(params, lr=solver.BASE_LR, weight_decay=solver.WEIGHT_DECAY)
-    raise ValueError("SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {!r}".format(solver.OPTIMIZER))
+    if name == "ADAM":
+        # CenterNet authors' main.py: torch.optim.Adam(model.parameters(), lr), torch defaults.
+        opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.Adam)
+        return opt_cls(params, lr=solver.BASE_LR, weight_decay=solver.WEIGHT_DECAY)
+    raise ValueError("SOLVER.OPTIMIZER must be one of {}, got {!r}".format(list(_OPTIMIZERS), solver.OPTIMIZER))
+
+
+def build_optimizer_uniform_decay(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of the Sparse R-CNN and OneNet authors' ``train_net.py`` (``Trainer.build_optimizer``,
+    inherited from DETR's detectron2 wrapper).
+
+    Every trainable parameter (each shared one once) gets ``lr = SOLVER.BASE_LR`` (times
+    ``SOLVER.BACKBONE_MULTIPLIER`` when its full name contains "backbone") and
+    ``weight_decay = SOLVER.WEIGHT_DECAY``: norms, biases and embeddings included, i.e.
+    ``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS`` and ``BIAS_LR_FACTOR`` are not used.
+    ``SOLVER.OPTIMIZER``: ``"ADAMW"`` (torch defaults: betas (0.9, 0.999), eps 1e-8) or ``"SGD"``
+    (``MOMENTUM``; ``NESTEROV`` False in every config of theirs). Clipping as
+    :func:`maybe_add_gradient_clipping` (``CLIP_TYPE "full_model"``: one ``clip_grad_norm_`` over all
+    parameters with max norm ``CLIP_VALUE`` before each step, as theirs; other types per parameter,
+    as detectron2's).
+
+    Sources: PeizeSun/SparseR-CNN and PeizeSun/OneNet ``projects/*/train_net.py``.
+
+    Raises:
+        ValueError: unknown ``SOLVER.OPTIMIZER`` / ``CLIP_TYPE``, or no trainable parameter.
+    """
+    solver = cfg.SOLVER
+    params = get_default_optimizer_params(
+        model,
+        base_lr=solver.BASE_LR,
+        weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=None,
+        bias_lr_factor=1.0,
+        weight_decay_bias=None,
+        backbone_multiplier=float(solver.get("BACKBONE_MULTIPLIER", 1.0)),
+    )
+    if not params:
+        raise ValueError("build_optimizer_uniform_decay: the model has no trainable parameters")
+    return _make_optimizer(cfg, params)
 
 
 def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer) -> LRMultiplier:

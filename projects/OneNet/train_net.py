@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from common.data import build_detection_train_loader  # noqa: E402
 from common.engine import DefaultTrainer  # noqa: E402
 from common.engine.train_net import run  # noqa: E402
+from common.solver import build_optimizer_uniform_decay  # noqa: E402
 from projects.OneNet.onenet import OneNetDatasetMapper, add_onenet_config  # noqa: E402
 
 
@@ -25,6 +26,12 @@ class Trainer(DefaultTrainer):
     ``find_unused_parameters=True`` as in the authors' fork of detectron2 (``engine/defaults.py``)."""
 
     find_unused_parameters = True
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """The authors' recipe: SOLVER.WEIGHT_DECAY on every parameter (norms and biases included),
+        BACKBONE_MULTIPLIER on "backbone" names, AdamW, full-model gradient clipping."""
+        return build_optimizer_uniform_decay(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

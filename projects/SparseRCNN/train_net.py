@@ -18,11 +18,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from common.data import build_detection_train_loader  # noqa: E402
 from common.engine import DefaultTrainer  # noqa: E402
 from common.engine.train_net import run  # noqa: E402
+from common.solver import build_optimizer_uniform_decay  # noqa: E402
 from projects.SparseRCNN.sparsercnn import SparseRCNNDatasetMapper, add_sparsercnn_config  # noqa: E402
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with the DETR-style train mapper (flip, multi-scale resize, optional crop)."""
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """The authors' recipe: SOLVER.WEIGHT_DECAY on every parameter (norms and biases included),
+        BACKBONE_MULTIPLIER on "backbone" names, AdamW, full-model gradient clipping."""
+        return build_optimizer_uniform_decay(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
