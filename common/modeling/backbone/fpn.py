@@ -19,8 +19,8 @@ from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 from .resnet import build_resnet_backbone
 
-__all__ = ["FPN", "LastLevelMaxPool", "LastLevelP6P7", "build_resnet_fpn_backbone",
-           "build_retinanet_resnet_fpn_backbone"]
+__all__ = ["FPN", "LastLevelMaxPool", "LastLevelP6P7", "add_fpn_top_block_config", "build_fcos_resnet_fpn_backbone",
+           "build_resnet_fpn_backbone", "build_retinanet_resnet_fpn_backbone"]
 
 
 class LastLevelMaxPool(nn.Module):
@@ -38,25 +38,43 @@ class LastLevelMaxPool(nn.Module):
 class LastLevelP6P7(nn.Module):
     """RetinaNet extra levels: ``p6 = conv3x3_s2(in)``, ``p7 = conv3x3_s2(relu(p6))`` (keys ``p6``, ``p7``).
 
+    The three variants the released dense detectors need (``in_feature`` / ``relu_before_p7``):
+
+    * P6 from ``res5`` (C5), ReLU before P7: detectron2's RetinaNet, the released AutoAssign
+      (cvpods of Dec. 2020, ``p6.weight`` ``(256, 2048, 3, 3)``);
+    * P6 from ``p5``, ReLU before P7: FCOS (official ``use_P5``, AdelaiDet ``LastLevelP6P7(256, 256,
+      "p5")``) and mmdetection VFNet (``add_extra_convs="on_output"``, ``relu_before_extra_convs``);
+    * P6 from ``p5``, no ReLU: mmdetection ATSS (``relu_before_extra_convs=False``).
+
     Args:
-        in_channels: channels of the input feature (``res5`` by default; ``p5`` if equal to out_channels).
+        in_channels: channels of the input feature (2048 for ``res5`` of R-50; ``out_channels`` for ``p5``).
         out_channels: FPN channels.
-        in_feature: name of the input feature.
+        in_feature: name of the input feature: a bottom-up output (``"res5"``) or an FPN output
+            (``"p5"``); :class:`FPN` looks it up in that order.
+        relu_before_p7: apply ReLU to P6 before the P7 conv (P6 itself is returned without ReLU).
+
+    Init: ``c2_xavier_fill`` (kaiming-uniform a=1, bias 0), as detectron2, AdelaiDet and the official
+    FCOS (``fcos_core/modeling/backbone/fpn.py``) do.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "res5"):
+    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "res5", relu_before_p7: bool = True):
         super().__init__()
         self.num_levels = 2
         self.in_feature = in_feature
+        self.relu_before_p7 = bool(relu_before_p7)
         self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
         for module in (self.p6, self.p7):
             weight_init.c2_xavier_fill(module)
 
-    def forward(self, c5: torch.Tensor) -> List[torch.Tensor]:
-        p6 = self.p6(c5)
-        p7 = self.p7(F.relu(p6))
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """``x``: ``(N, C_in, H, W)`` (C5 or P5) -> ``[p6 (N, C, H/2, W/2), p7 (N, C, H/4, W/4)]`` (ceil)."""
+        p6 = self.p6(x)
+        p7 = self.p7(F.relu(p6) if self.relu_before_p7 else p6)
         return [p6, p7]
+
+    def extra_repr(self) -> str:
+        return f"in_feature={self.in_feature!r}, relu_before_p7={self.relu_before_p7}"
 
 
 def _check_strides_log2_contiguous(strides: Sequence[int]) -> None:
@@ -223,5 +241,54 @@ def build_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         out_channels=out_channels,
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelP6P7(in_channels_p6p7, out_channels),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+def add_fpn_top_block_config(cfg) -> None:
+    """Add the P6/P7 keys read by :func:`build_fcos_resnet_fpn_backbone` (idempotent):
+
+    * ``MODEL.FPN.TOP_BLOCK_IN_FEATURE`` (default ``"p5"``): ``"p5"`` or ``"res5"``, the input of P6;
+    * ``MODEL.FPN.TOP_BLOCK_RELU_BEFORE_P7`` (default True).
+    """
+    if "TOP_BLOCK_IN_FEATURE" not in cfg.MODEL.FPN:
+        cfg.MODEL.FPN.TOP_BLOCK_IN_FEATURE = "p5"
+    if "TOP_BLOCK_RELU_BEFORE_P7" not in cfg.MODEL.FPN:
+        cfg.MODEL.FPN.TOP_BLOCK_RELU_BEFORE_P7 = True
+
+
+@BACKBONE_REGISTRY.register()
+def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """ResNet + FPN (P3-P5 from ``MODEL.FPN.IN_FEATURES``) + :class:`LastLevelP6P7` (P6, P7) with the
+    P6 source and the ReLU before P7 from ``MODEL.FPN.TOP_BLOCK_IN_FEATURE`` (``"p5"`` | ``"res5"``)
+    and ``MODEL.FPN.TOP_BLOCK_RELU_BEFORE_P7`` (see :func:`add_fpn_top_block_config`; defaults
+    ``"p5"`` and True when the keys are absent).
+
+    The name is AdelaiDet's (``adet/modeling/backbone/fpn.py`` ``build_fcos_resnet_fpn_backbone``,
+    whose ``TOP_LEVELS=2`` builds ``LastLevelP6P7(256, 256, "p5")``), so its configs work unchanged.
+
+    Raises:
+        ValueError: unknown ``TOP_BLOCK_IN_FEATURE``, or its feature is not built.
+    """
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    in_feature = cfg.MODEL.FPN.get("TOP_BLOCK_IN_FEATURE", "p5")
+    relu = cfg.MODEL.FPN.get("TOP_BLOCK_RELU_BEFORE_P7", True)
+    if in_feature == "p5":
+        if "res5" not in cfg.MODEL.FPN.IN_FEATURES:
+            raise ValueError("MODEL.FPN.TOP_BLOCK_IN_FEATURE 'p5' needs 'res5' in MODEL.FPN.IN_FEATURES")
+        in_channels = out_channels
+    elif in_feature == "res5":
+        if "res5" not in bottom_up.output_shape():
+            raise ValueError("MODEL.FPN.TOP_BLOCK_IN_FEATURE 'res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES")
+        in_channels = bottom_up.output_shape()["res5"].channels
+    else:
+        raise ValueError(f"MODEL.FPN.TOP_BLOCK_IN_FEATURE must be 'p5' or 'res5', got {in_feature!r}")
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(in_channels, out_channels, in_feature=in_feature, relu_before_p7=relu),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )

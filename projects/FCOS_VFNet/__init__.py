@@ -1,0 +1,1 @@
+"""FCOS / ATSS / VarifocalNet project folder (package: ``fcos_vfnet``)."""
