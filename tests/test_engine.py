@@ -205,9 +205,16 @@ def test_default_trainer_train_checkpoint_metadata_and_resume(tmp_path):
     files = sorted(os.listdir(tmp_path))
     assert {"model_0000002.pth", "model_0000005.pth", "model_final.pth", "last_checkpoint", "metrics.json"} <= set(files)
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
-    assert final["metadata"] == {"thing_classes": ["rbc", "wbc"]}
+    assert final["metadata"] == {
+        "thing_classes": ["rbc", "wbc"],
+        "meta_architecture": "GeneralizedRCNN",
+    }
     assert final["iteration"] == 5
-    assert set(final) >= {"model", "optimizer", "scheduler"}
+    # detectron2's layout: the optimizer and the hooks' states (LR scheduler) inside "trainer".
+    assert set(final) >= {"model", "trainer"} and "optimizer" not in final and "scheduler" not in final
+    assert final["trainer"]["iteration"] == 5
+    assert set(final["trainer"]["_trainer"]) >= {"optimizer"}
+    assert final["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == 6
     w_final = trainer.model.w.item()
 
     resumed = _ToyTrainer(_trainer_cfg(tmp_path, max_iter=8))

@@ -120,4 +120,16 @@ def test_demo_output_file_and_errors(setup, tmp_path):
 
 def test_parser_defaults():
     args = demo.get_parser().parse_args(["--input", "x.jpg", "--output", "o", "--opts", "A", "1"])
-    assert args.confidence_threshold == 0.5 and args.opts == ["A", "1"] and args.config_file == ""
+    # None: the model's own test threshold (model_score_threshold), detectron2's 0.5 without one.
+    assert args.confidence_threshold is None and args.opts == ["A", "1"] and args.config_file == ""
+
+
+def test_model_score_threshold_reads_the_projects_key():
+    from common.config import get_cfg
+    from common.config.config import CfgNode
+
+    cfg = get_cfg()
+    assert demo.model_score_threshold(cfg) == 0.5
+    cfg.MODEL.META_ARCHITECTURE = "FCOS"
+    cfg.MODEL.FCOS = CfgNode({"NUM_CLASSES": 3, "INFERENCE_TH_TEST": 0.05, "NMS_TH": 0.6})
+    assert demo.model_score_threshold(cfg) == pytest.approx(0.05)

@@ -26,7 +26,8 @@ import glob
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, List, Optional
+import zipfile
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from .c2_model_loading import align_and_update_state_dicts
 from .safe_pickle import load_weights_pickle
 from .formats import recognize_checkpoint
 
-__all__ = ["DetectionCheckpointer", "UNSAFE_LOAD_ENV"]
+__all__ = ["DetectionCheckpointer", "UNSAFE_LOAD_ENV", "read_checkpoint_metadata"]
 
 UNSAFE_LOAD_ENV = "COMMON_UNSAFE_LOAD"
 _D2_URL_PREFIX = "detectron2://"
@@ -56,11 +57,23 @@ def _strip_prefix(state_dict: Dict[str, Any], prefix: str) -> Dict[str, Any]:
     return state_dict
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Errors that mean "this file is truncated or not a checkpoint" (not "it does not fit the model").
+_CORRUPT_FILE_ERRORS = (EOFError, pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, ValueError, OSError)
+
+
 def _atomic_write(path: str, write_fn) -> None:
     """Write through ``write_fn(file)`` into a temp file beside ``path``, then rename onto it."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a checkpoint gets the mode open() would give it (0666 & ~umask).
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
@@ -70,6 +83,23 @@ def _atomic_write(path: str, write_fn) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_checkpoint_metadata(path: str) -> Dict[str, Any]:
+    """The ``metadata`` entry of a checkpoint saved by ``DefaultTrainer`` (``thing_classes``,
+    ``meta_architecture``, ``num_classes_key``); ``{}`` for other files, URLs and unreadable files.
+    Read with ``torch.load(weights_only=True)`` (tensors are memory-mapped, not copied)."""
+    if not path or not os.path.isfile(path) or path.endswith(".pkl"):
+        return {}
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return {}
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -112,6 +142,13 @@ class DetectionCheckpointer(Checkpointer):
         self.extra_data: Dict[str, Any] = {}
         self.min_matched_fraction = float(min_matched_fraction)
         self._loading_path = ""
+        self._preloaded: Optional[Tuple[str, Dict[str, Any]]] = None
+        self._last_loaded_keys: set = set()
+        # Checkpointables asked for by the last load() but absent from its file (e.g. a
+        # detectron2 file without "trainer" on --resume); the caller decides what to say.
+        self.missing_checkpointables: List[str] = []
+        if self.save_dir and self.save_to_disk:
+            self._remove_stale_temporaries()
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, **kwargs: Any) -> None:
@@ -151,7 +188,72 @@ class DetectionCheckpointer(Checkpointer):
         if path:
             path = self._resolve_path(path)
         self._loading_path = path
-        return super().load(path, checkpointables=checkpointables)
+        self.missing_checkpointables = []
+        self._last_loaded_keys = set()
+        ret = super().load(path, checkpointables=checkpointables)
+        if path:
+            wanted = list(self.checkpointables) if checkpointables is None else list(checkpointables)
+            self.missing_checkpointables = [k for k in wanted if k not in self._last_loaded_keys]
+        return ret
+
+    def _remove_stale_temporaries(self) -> None:
+        # Left by a process killed in the middle of _atomic_write.
+        for tmp in glob.glob(os.path.join(self.save_dir, ".*.tmp")):
+            name = os.path.basename(tmp)
+            if name.startswith((".model_", ".last_checkpoint.")) or ".pth." in name:
+                try:
+                    os.remove(tmp)
+                    self.logger.info("Removed the leftover of an interrupted save: {}".format(tmp))
+                except OSError:
+                    pass
+
+    def _checkpoint_candidates(self) -> List[str]:
+        """Files a resume may start from, best first: the one ``last_checkpoint`` names, then every
+        ``model_*.pth`` of ``save_dir`` from the newest."""
+        candidates: List[str] = []
+        if self.has_checkpoint():
+            candidates.append(self.get_checkpoint_file())
+        others = glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+        others.sort(key=lambda f: (os.path.getmtime(f), f), reverse=True)
+        candidates += [f for f in others if f not in candidates]
+        return candidates
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """With ``resume`` and a checkpoint in ``save_dir``: load it with all checkpointables; if
+        the file ``last_checkpoint`` names is missing or unreadable (truncated, corrupt), the newest
+        readable ``model_*.pth`` is used instead, with a warning. Otherwise load only the model
+        from ``path``.
+
+        Raises:
+            RuntimeError: ``resume`` and ``save_dir`` holds checkpoints, none of them readable.
+        """
+        if resume and self.save_dir:
+            candidates = self._checkpoint_candidates()
+            failures: List[str] = []
+            for candidate in candidates:
+                if not os.path.isfile(candidate):
+                    failures.append("{} (missing)".format(candidate))
+                    continue
+                try:
+                    checkpoint = self._load_file(candidate)
+                except _CORRUPT_FILE_ERRORS as e:
+                    failures.append("{} ({}: {})".format(candidate, type(e).__name__, str(e).splitlines()[0][:200]))
+                    continue
+                if failures:
+                    self.logger.warning(
+                        "Cannot resume from {}; resuming from {} instead.".format("; ".join(failures), candidate)
+                    )
+                self._preloaded = (candidate, checkpoint)
+                try:
+                    return self.load(candidate)
+                finally:
+                    self._preloaded = None
+            if candidates:
+                raise RuntimeError(
+                    "--resume: no readable checkpoint in {}: {}. Remove the broken files or start "
+                    "without --resume.".format(self.save_dir, "; ".join(failures))
+                )
+        return self.load(path, checkpointables=[])
 
     def _resolve_path(self, path: str) -> str:
         if os.path.isfile(path):
@@ -192,6 +294,14 @@ class DetectionCheckpointer(Checkpointer):
         return None
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
+        if self._preloaded is not None and self._preloaded[0] == filename:
+            data = self._preloaded[1]
+        else:
+            data = self._read_file(filename)
+        self._last_loaded_keys = set(data.keys())
+        return data
+
+    def _read_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):
             with self.path_manager.open(filename, "rb") as f:
                 data = load_weights_pickle(f, source=filename, unsafe=not self.weights_only)

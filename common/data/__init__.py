@@ -12,8 +12,10 @@ from .build import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
     print_instances_class_histogram,
+    set_train_loader_start,
     trivial_batch_collator,
 )
+from .config_datasets import dataset_thing_classes, num_classes_key, register_datasets_from_config, resolve_num_classes
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
@@ -37,6 +39,11 @@ __all__ = [
     "get_detection_dataset_dicts",
     "print_instances_class_histogram",
     "samplers",
+    "set_train_loader_start",
+    "register_datasets_from_config",
+    "resolve_num_classes",
+    "num_classes_key",
+    "dataset_thing_classes",
     "transforms",
     "trivial_batch_collator",
 ]

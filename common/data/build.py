@@ -29,6 +29,7 @@ __all__ = [
     "build_detection_test_loader",
     "get_detection_dataset_dicts",
     "print_instances_class_histogram",
+    "set_train_loader_start",
     "trivial_batch_collator",
 ]
 
@@ -109,7 +110,8 @@ def get_detection_dataset_dicts(
     """Load and concatenate the dataset dicts of registered datasets.
 
     Args:
-        names: dataset names, a list/tuple such as ``("bccd_train",)`` (``DATASETS.TRAIN``).
+        names: dataset names, a list/tuple such as ``("bccd_train",)`` (``DATASETS.TRAIN``), or
+            one name.
         filter_empty: drop images without non-crowd annotations
             (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
         min_keypoints: drop images with fewer visible keypoints (0 = keep all).
@@ -119,15 +121,11 @@ def get_detection_dataset_dicts(
         the concatenated list of dicts. Logs the per-category instance histogram.
 
     Raises:
-        TypeError: ``names`` is a str (a YAML ``TRAIN: "x"`` / ``TRAIN: ('x')`` mistake).
         ValueError: no names, a dataset is empty, or filtering left nothing.
         KeyError: a name is not registered (lists the registered names).
     """
     if isinstance(names, str):
-        raise TypeError(
-            f"Dataset names must be a list or tuple, got the string {names!r}. DATASETS.TRAIN / "
-            f"DATASETS.TEST must be tuples, e.g. DATASETS.TRAIN = ('{names}',) (note the trailing comma)."
-        )
+        names = [names]  # detectron2 accepts one name (DATASETS.TRAIN as a string is refused at config level)
     names = list(names)
     if not names:
         raise ValueError("No dataset names given (DATASETS.TRAIN / DATASETS.TEST is empty)")
@@ -177,8 +175,20 @@ def build_batch_data_loader(
     aspect_ratio_grouping: bool = False,
     num_workers: int = 0,
     collate_fn: Optional[Callable] = None,
+    seed: Optional[int] = None,
+    group_flags: Optional[np.ndarray] = None,
 ):
     """An infinite loader of per-rank batches (lists of ``total_batch_size // world_size`` dicts).
+
+    The batches are a deterministic function of the sampler's stream (and, with ``seed``, of the
+    augmentations), whatever ``num_workers``: see :class:`ToIterableDataset`. A resumed run
+    continues the stream with :func:`set_train_loader_start`.
+
+    Args:
+        seed: per-element augmentation seed base (see :class:`ToIterableDataset`); None = the
+            workers' own RNG streams (detectron2's behaviour).
+        group_flags: ``(N,)`` bool, dataset index -> landscape (``w > h``); lets a resumed run
+            rebuild the partial aspect-ratio buckets exactly.
 
     Raises:
         ValueError: ``total_batch_size`` is not a positive multiple of the world size
@@ -196,7 +206,7 @@ def build_batch_data_loader(
         if sampler is not None:
             raise ValueError("A sampler cannot be used with an IterableDataset")
     else:
-        dataset = ToIterableDataset(dataset, sampler)
+        dataset = ToIterableDataset(dataset, sampler, chunk_size=1 if aspect_ratio_grouping else batch_size, seed=seed)
 
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
@@ -206,10 +216,11 @@ def build_batch_data_loader(
             worker_init_fn=worker_init_reset_seed,
         )
         grouped = AspectRatioGroupedDataset(loader, batch_size)
+        grouped.group_flags = group_flags
         if collate_fn is None:
             return grouped
         return MapDataset(grouped, collate_fn)
-    return torchdata.DataLoader(
+    loader = torchdata.DataLoader(
         dataset,
         batch_size=batch_size,
         drop_last=True,
@@ -217,17 +228,84 @@ def build_batch_data_loader(
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
         worker_init_fn=worker_init_reset_seed,
     )
+    return loader
+
+
+def _find(obj: Any, cls: type, depth: int = 6) -> Optional[Any]:
+    # Walk the wrappers built by build_batch_data_loader (DataLoader.dataset, MapDataset._dataset,
+    # AspectRatioGroupedDataset.dataset) down to an object of type ``cls``.
+    for _ in range(depth):
+        if isinstance(obj, cls):
+            return obj
+        obj = getattr(obj, "dataset", None) if hasattr(obj, "dataset") else getattr(obj, "_dataset", None)
+        if obj is None:
+            return None
+    return None
+
+
+def set_train_loader_start(loader: Any, num_batches: int) -> bool:
+    """Make a train loader of :func:`build_batch_data_loader` continue its stream after
+    ``num_batches`` consumed batches (a resumed run), before it is iterated.
+
+    Without aspect-ratio grouping the first ``num_batches * batch`` positions are skipped. With
+    grouping, the bucket filling of the interrupted run is replayed on the index stream (no image
+    is read) when the loader knows each index's orientation (``group_flags``): the positions left
+    in the partial buckets are emitted first, so every later batch equals the uninterrupted run's.
+
+    Returns:
+        True when the continuation is exact; False when it is approximate (grouping without
+        ``group_flags``: the partial buckets are dropped) or the loader is not one of ours.
+    """
+    stream = _find(loader, ToIterableDataset)
+    if stream is None or num_batches <= 0:
+        return stream is not None
+    grouped = _find(loader, AspectRatioGroupedDataset)
+    if grouped is None:
+        batch = getattr(_find(loader, torchdata.DataLoader), "batch_size", None) or stream.chunk_size
+        stream.set_start(num_batches * batch)
+        return True
+    flags = getattr(grouped, "group_flags", None)
+    bs = grouped.batch_size
+    if flags is None:
+        stream.set_start(num_batches * bs)
+        return False
+    buckets: List[List[int]] = [[], []]
+    emitted = 0
+    position = 0
+    for position, idx in enumerate(iter(stream.sampler)):
+        bucket = buckets[0 if flags[idx] else 1]
+        bucket.append(position)
+        if len(bucket) == bs:
+            del bucket[:]
+            emitted += 1
+            if emitted == num_batches:
+                break
+    stream.set_start(position + 1, replay=sorted(buckets[0] + buckets[1]))
+    return True
+
+
+def _check_unsupported_tasks(cfg) -> None:
+    for key in ("KEYPOINT_ON", "MASK_ON", "LOAD_PROPOSALS"):
+        if cfg.MODEL.get(key, False):
+            raise NotImplementedError(
+                f"MODEL.{key} True is not supported: the projects here are box detectors (no keypoint, "
+                "mask or precomputed-proposal heads). Set it to False."
+            )
 
 
 def _train_loader_from_config(cfg, mapper=None, *, dataset=None, sampler=None) -> Dict[str, Any]:
+    _check_unsupported_tasks(cfg)
+    if isinstance(cfg.DATASETS.TRAIN, str):
+        raise TypeError(
+            f"DATASETS.TRAIN must be a tuple of names, got the string {cfg.DATASETS.TRAIN!r}: write "
+            f"DATASETS.TRAIN = ('{cfg.DATASETS.TRAIN}',) (note the trailing comma)."
+        )
     if dataset is None:
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-            if cfg.MODEL.get("KEYPOINT_ON", False)
-            else 0,
-            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.get("LOAD_PROPOSALS", False) else None,
+            min_keypoints=0,
+            proposal_files=None,
         )
     if mapper is None:
         mapper = DatasetMapper(cfg, True)
@@ -253,6 +331,7 @@ def _train_loader_from_config(cfg, mapper=None, *, dataset=None, sampler=None) -
         "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "seed": cfg.SEED * 1000 + comm.get_rank() if cfg.SEED >= 0 else None,
     }
 
 
@@ -266,6 +345,7 @@ def build_detection_train_loader(
     aspect_ratio_grouping: bool = True,
     num_workers: int = 0,
     collate_fn: Optional[Callable] = None,
+    seed: Optional[int] = None,
 ):
     """Infinite training loader; each item is a list of ``total_batch_size // world_size`` mapped dicts.
 
@@ -281,8 +361,13 @@ def build_detection_train_loader(
         aspect_ratio_grouping: batch landscape and portrait images separately.
         num_workers: DataLoader worker processes.
         collate_fn: batch collation (default: keep a list of dicts).
+        seed: per-element augmentation seed (``SEED * 1000 + rank`` when ``SEED >= 0``), making
+            the mapped stream independent of ``num_workers`` and resumable exactly.
     """
+    group_flags = None
     if isinstance(dataset, list):
+        if dataset and all("width" in d and "height" in d for d in dataset):
+            group_flags = np.asarray([d["width"] > d["height"] for d in dataset], dtype=bool)
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
         dataset = MapDataset(dataset, mapper)
@@ -301,6 +386,8 @@ def build_detection_train_loader(
         aspect_ratio_grouping=aspect_ratio_grouping,
         num_workers=num_workers,
         collate_fn=collate_fn,
+        seed=seed,
+        group_flags=group_flags,
     )
 
 

@@ -1,14 +1,16 @@
 """Dataset wrappers used by the loaders (``detectron2/data/common.py``)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
 import pickle
 import random
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 import torch.utils.data as data
 from torch.utils.data.sampler import Sampler
 
@@ -44,7 +46,9 @@ class MapDataset(data.Dataset):
         RuntimeError: ``map_func`` returned None for every element.
     """
 
-    def __new__(cls, dataset, map_func):
+    def __new__(cls, dataset=None, map_func=None):
+        # The defaults let pickle (which calls ``cls.__new__(cls)``) rebuild the object in a
+        # DataLoader worker started by spawn/forkserver.
         if isinstance(dataset, data.IterableDataset):
             return _MapIterableDataset(dataset, map_func)
         return super().__new__(cls)
@@ -112,28 +116,88 @@ class DatasetFromList(data.Dataset):
         return self._lst[idx]
 
 
+@contextlib.contextmanager
+def _seeded_rngs(seed: int, restore: bool):
+    """Seed Python, NumPy and torch (CPU) RNGs with ``seed`` for the block; with ``restore`` the
+    previous states are put back afterwards (main process: the model's RNG stream is untouched)."""
+    if restore:
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if restore:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+
 class ToIterableDataset(data.IterableDataset):
     """Iterate ``dataset[i]`` for ``i`` in ``sampler``; DataLoader workers split the stream.
 
-    With several workers, worker k takes sampler elements k, k + n, ... so no element is
-    produced twice.
+    Element ``p`` of the stream (its *position*, counted per process) goes to worker
+    ``(p // chunk_size) % num_workers``, so with ``chunk_size`` = the DataLoader's batch size
+    every batch holds consecutive positions and the batches arrive in stream order whatever the
+    number of workers: the first ``k`` batches are exactly positions ``[0, k * batch)``.
+
+    Args:
+        dataset: a map-style dataset (e.g. ``MapDataset(DatasetFromList(...), mapper)``).
+        sampler: an index sampler (usually infinite).
+        chunk_size: consecutive positions given to one worker (the DataLoader's batch size).
+        seed: when not None, the RNGs (Python, NumPy, torch) are seeded with a function of
+            ``(seed, position)`` before each element is mapped, so that augmentations depend only
+            on the seed and the position, not on the worker count or on earlier elements; in the
+            main process the RNG states are restored afterwards.
+
+    Raises:
+        TypeError: ``dataset`` is iterable or ``sampler`` is not a torch ``Sampler``.
     """
 
-    def __init__(self, dataset: data.Dataset, sampler: Sampler):
+    def __init__(self, dataset: data.Dataset, sampler: Sampler, chunk_size: int = 1, seed: Optional[int] = None):
         if isinstance(dataset, data.IterableDataset):
             raise TypeError("ToIterableDataset needs a map-style dataset")
         if not isinstance(sampler, Sampler):
             raise TypeError(f"ToIterableDataset needs a torch Sampler, got {type(sampler)}")
         self.dataset = dataset
         self.sampler = sampler
+        self.chunk_size = max(1, int(chunk_size))
+        self.seed = seed
+        self._replay: List[int] = []  # positions emitted first after a resume (see ``set_start``)
+        self._start = 0
+
+    def set_start(self, start: int, replay: Sequence[int] = ()) -> None:
+        """Continue a stream: emit positions ``replay`` first, then ``start, start + 1, ...``
+        (``replay`` = positions drawn before ``start`` but not yet consumed, e.g. the partial
+        aspect-ratio buckets of an interrupted run). Call before iterating."""
+        self._start = int(start)
+        self._replay = [int(p) for p in replay]
+
+    def _positions(self) -> Iterator[Tuple[int, int]]:
+        indices = iter(self.sampler)
+        if self._replay:
+            head = list(itertools.islice(indices, self._start))
+            for p in self._replay:
+                yield p, head[p]
+        elif self._start:
+            next(itertools.islice(indices, self._start - 1, self._start), None)
+        yield from zip(itertools.count(self._start), indices)
 
     def __iter__(self) -> Iterator[Any]:
         worker_info = data.get_worker_info()
-        indices = iter(self.sampler)
+        stream: Iterator[Tuple[int, int]] = self._positions()
         if worker_info is not None and worker_info.num_workers > 1:
-            indices = itertools.islice(indices, worker_info.id, None, worker_info.num_workers)
-        for idx in indices:
-            yield self.dataset[idx]
+            n, k, c = worker_info.num_workers, worker_info.id, self.chunk_size
+            stream = (pi for j, pi in enumerate(stream) if (j // c) % n == k)
+        for position, idx in stream:
+            if self.seed is None:
+                yield self.dataset[idx]
+                continue
+            element_seed = (self.seed * 1_000_003 + position) % 2**31
+            with _seeded_rngs(element_seed, restore=worker_info is None):
+                item = self.dataset[idx]
+            yield item
 
     def __len__(self) -> int:
         return len(self.sampler)

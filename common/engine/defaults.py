@@ -12,6 +12,8 @@ import inspect
 import logging
 import os
 import sys
+import tempfile
+import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -30,6 +32,8 @@ from . import hooks
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
+    "apply_checkpoint_metadata",
+    "check_output_dir",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",
@@ -206,7 +210,9 @@ class DefaultPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
 
-        checkpointer = DetectionCheckpointer(self.model)
+        checkpointer = DetectionCheckpointer(
+            self.model, min_matched_fraction=cfg.MODEL.get("WEIGHTS_MIN_MATCHED_FRACTION", 0.0)
+        )
         extra = checkpointer.load(cfg.MODEL.WEIGHTS)
         ckpt_meta = extra.get("metadata") if isinstance(extra, dict) else None
         if isinstance(ckpt_meta, dict) and ckpt_meta:
@@ -247,6 +253,101 @@ class DefaultPredictor:
             return self.model([inputs])[0]
 
 
+def _opts_keys(opts: Optional[Sequence[str]]) -> set:
+    opts = list(opts or [])
+    return set(opts[0::2])
+
+
+def apply_checkpoint_metadata(cfg: Any, weights: str, explicit_keys: Sequence[str] = ()) -> Dict[str, Any]:
+    """Take the class count of the model from the ``metadata`` of the checkpoint it will load
+    (``--eval-only``, the demo), unless the user set that key on the command line.
+
+    Args:
+        cfg: an unfrozen config; its class-count key (``common.data.num_classes_key``) is set to
+            ``len(metadata["thing_classes"])`` when they differ.
+        weights: the checkpoint path (``MODEL.WEIGHTS`` or the resumed file).
+        explicit_keys: keys given on the command line (they win).
+
+    Returns:
+        the checkpoint's metadata (``{}`` when it has none).
+    """
+    from common.checkpoint import read_checkpoint_metadata
+    from common.data import num_classes_key
+
+    meta = read_checkpoint_metadata(weights)
+    classes = meta.get("thing_classes")
+    key = num_classes_key(cfg)
+    if classes is None or key is None or key in set(explicit_keys):
+        return meta
+    if meta.get("num_classes_key") not in (None, key):
+        return meta  # another architecture's file: loading reports it
+    node = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    if int(node[parts[-1]]) != len(classes):
+        logging.getLogger(__name__).info(
+            "{} = {} taken from the checkpoint {} (classes: {}).".format(
+                key, len(classes), weights, ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            )
+        )
+        node[parts[-1]] = len(classes)
+    return meta
+
+
+def _previous_run(output_dir: str) -> Optional[Dict[str, Any]]:
+    import yaml
+
+    path = os.path.join(output_dir, "config.yaml")
+    if not output_dir or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            prev = yaml.safe_load(f) or {}
+    except Exception:
+        return None
+    return {
+        "datasets": tuple(prev.get("DATASETS", {}).get("TRAIN", ()) or ()),
+        "arch": prev.get("MODEL", {}).get("META_ARCHITECTURE"),
+    }
+
+
+def check_output_dir(cfg: Any, resume: bool) -> None:
+    """Before a training run writes into ``OUTPUT_DIR``: refuse ``--resume`` of another run
+    (other ``DATASETS.TRAIN`` or ``MODEL.META_ARCHITECTURE``), and warn when a fresh run is about
+    to overwrite the checkpoints of a previous one.
+
+    Raises:
+        ValueError: ``--resume`` and ``OUTPUT_DIR`` holds a run of other data or architecture.
+    """
+    output_dir = cfg.OUTPUT_DIR
+    has_ckpt = bool(output_dir) and (
+        os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+        or any(f.startswith("model_") and f.endswith(".pth") for f in os.listdir(output_dir))
+        if os.path.isdir(output_dir)
+        else False
+    )
+    if not has_ckpt:
+        return
+    prev = _previous_run(output_dir)
+    current = {"datasets": tuple(cfg.DATASETS.TRAIN), "arch": cfg.MODEL.META_ARCHITECTURE}
+    other = prev is not None and (prev["datasets"] != current["datasets"] or prev["arch"] != current["arch"])
+    logger = logging.getLogger(__name__)
+    if resume and other:
+        raise ValueError(
+            "--resume: OUTPUT_DIR {} holds a run of {} on {} but this config trains {} on {}. Set OUTPUT_DIR "
+            "to a new directory (or to that run's directory to continue it).".format(
+                output_dir, prev["arch"], prev["datasets"], current["arch"], current["datasets"]
+            )
+        )
+    if not resume:
+        what = "another run ({} on {})".format(prev["arch"], prev["datasets"]) if other else "a previous run"
+        logger.warning(
+            "OUTPUT_DIR {} holds the checkpoints of {}; this run starts from scratch and overwrites them. "
+            "Use --resume to continue it, or set OUTPUT_DIR to another directory.".format(output_dir, what)
+        )
+
+
 def _check_dataset_names(cfg: Any) -> None:
     train = cfg.DATASETS.TRAIN
     if isinstance(train, str):
@@ -263,6 +364,60 @@ def _check_dataset_names(cfg: Any) -> None:
         )
 
 
+def _shared_resume_file(checkpointer: DetectionCheckpointer, resume: bool) -> Optional[str]:
+    """The checkpoint file every process resumes from, or None (no resume).
+
+    The main process decides (see ``DetectionCheckpointer.resume_or_load`` for the fallback to
+    an older file); a process that cannot read that file (e.g. ``OUTPUT_DIR`` on another
+    machine's disk) receives its bytes from the main process and reads a local copy.
+    """
+    if not resume or not checkpointer.save_dir:
+        return None
+    chosen: Optional[str] = None
+    if comm.is_main_process():
+        for candidate in checkpointer._checkpoint_candidates():
+            if not os.path.isfile(candidate):
+                continue
+            try:
+                data = checkpointer._load_file(candidate)
+            except Exception as e:  # broken file: try the previous one
+                logging.getLogger(__name__).warning(
+                    "Cannot resume from {} ({}: {}); trying the previous checkpoint.".format(
+                        candidate, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else ""
+                    )
+                )
+                continue
+            checkpointer._preloaded = (candidate, data)  # read once
+            chosen = candidate
+            break
+        else:
+            if checkpointer._checkpoint_candidates():
+                raise RuntimeError(
+                    "--resume: no readable checkpoint in {}. Remove the broken files or start without "
+                    "--resume.".format(checkpointer.save_dir)
+                )
+    if comm.get_world_size() == 1:
+        return chosen
+    chosen = comm.all_gather(chosen)[0]
+    if chosen is None:
+        return None
+    readable = comm.all_gather(os.path.isfile(chosen))
+    if all(readable):
+        return chosen
+    logging.getLogger(__name__).info("Broadcasting {} to the processes that cannot read it".format(chosen))
+    payload = None
+    if comm.is_main_process():
+        with open(chosen, "rb") as f:
+            payload = f.read()
+    payloads = comm.all_gather(payload if comm.is_main_process() else None)
+    if os.path.isfile(chosen):
+        return chosen
+    local = os.path.join(tempfile.mkdtemp(prefix="resume_rank{}_".format(comm.get_rank())), os.path.basename(chosen))
+    with open(local, "wb") as f:
+        f.write(payloads[0])
+    return local
+
+
 class DefaultTrainer(TrainerBase):
     """Trainer with detectron2's default behaviour.
 
@@ -273,8 +428,12 @@ class DefaultTrainer(TrainerBase):
     runs a :class:`SimpleTrainer` or :class:`AMPTrainer` (``SOLVER.AMP.ENABLED``) with the default
     hooks (:meth:`build_hooks`).
 
-    Checkpoints hold ``model``, ``optimizer``, ``scheduler`` (and ``grad_scaler`` with AMP),
-    ``iteration`` and ``metadata`` = ``{"thing_classes": [...]}`` of ``DATASETS.TRAIN[0]``.
+    Checkpoints have detectron2's layout: ``model``, ``trainer`` (``iteration``, ``hooks`` with
+    the LR scheduler's state, ``_trainer`` with ``optimizer`` and, with AMP, ``grad_scaler``),
+    ``iteration``, and ``metadata`` = ``{"thing_classes", "meta_architecture",
+    "num_classes_key"}`` (classes of ``DATASETS.TRAIN[0]``), which ``--eval-only`` and the demo
+    read. With ``SEED >= 0`` the data stream, the augmentations and the model's random draws are
+    functions of the seed and the iteration, so ``--resume`` after a kill continues exactly.
 
     Raises:
         ValueError: ``DATASETS.TRAIN`` empty or a string.
@@ -288,6 +447,9 @@ class DefaultTrainer(TrainerBase):
         if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         _check_dataset_names(cfg)
+        from common.data import register_datasets_from_config
+
+        register_datasets_from_config(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
@@ -300,16 +462,19 @@ class DefaultTrainer(TrainerBase):
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        checkpointables: Dict[str, Any] = {"optimizer": optimizer, "scheduler": self.scheduler}
-        if isinstance(self._trainer, AMPTrainer):
-            checkpointables["grad_scaler"] = self._trainer.grad_scaler
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
-        metadata = self._train_metadata(cfg)
-        if metadata:
-            self.checkpointer.extra_data["metadata"] = metadata
+        # detectron2's layout: one "trainer" entry holding the iteration, the optimizer (and AMP
+        # scaler) and every hook's state (the LR scheduler's among them).
+        self.checkpointer = DetectionCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            min_matched_fraction=cfg.MODEL.get("WEIGHTS_MIN_MATCHED_FRACTION", 0.0),
+            trainer=weakref.proxy(self),
+        )
+        self.checkpointer.extra_data["metadata"] = self._train_metadata(cfg)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        self._seed = cfg.SEED if cfg.SEED >= 0 else None
 
         self.register_hooks(self.build_hooks())
 
@@ -317,23 +482,84 @@ class DefaultTrainer(TrainerBase):
     def _train_metadata(cfg: Any) -> Dict[str, Any]:
         from common.data import MetadataCatalog
 
+        from common.data import num_classes_key
+
+        meta: Dict[str, Any] = {"meta_architecture": cfg.MODEL.META_ARCHITECTURE}
         classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
-        return {"thing_classes": list(classes)} if classes is not None else {}
+        if classes is not None:
+            meta["thing_classes"] = list(classes)
+        key = num_classes_key(cfg)
+        if key is not None:
+            meta["num_classes_key"] = key
+        return meta
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """With ``resume`` and an ``OUTPUT_DIR/last_checkpoint``: load model, optimizer, scheduler
-        (and AMP scaler) from it and continue at its ``iteration + 1``. Otherwise load only the
-        model from ``MODEL.WEIGHTS`` and start at 0."""
+        """With ``resume`` and a checkpoint in ``OUTPUT_DIR``: load the model and the trainer state
+        (optimizer, AMP scaler, LR scheduler and other hook states, iteration) and continue at
+        ``iteration + 1``, with the data stream continuing where it stopped
+        (:func:`common.data.set_train_loader_start`). Checkpoints of the earlier layout (separate
+        ``optimizer``/``scheduler`` entries) are read too; a checkpoint without trainer state
+        resumes the weights only, with a warning. If ``last_checkpoint`` names a missing or broken
+        file, the newest readable ``model_*.pth`` is used. Without ``resume``: load only the model
+        from ``MODEL.WEIGHTS`` and start at 0.
+
+        In multi-process runs the processes that cannot read the checkpoint (another machine's
+        disk) receive it from the main process.
+        """
+        from common.data import set_train_loader_start
+
         logger = logging.getLogger(__name__)
-        data = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
-            self.start_iter = data.get("iteration", -1) + 1
-            logger.info("Resuming from iteration {} (SOLVER.MAX_ITER = {}).".format(self.start_iter, self.max_iter))
-            if self.start_iter >= self.max_iter:
-                logger.warning(
-                    "The checkpoint is at or past SOLVER.MAX_ITER = {}: nothing left to train. "
-                    "Raise SOLVER.MAX_ITER to continue training.".format(self.max_iter)
+        resume_file = _shared_resume_file(self.checkpointer, resume)
+        if resume_file is not None:
+            try:
+                data = self.checkpointer.load(resume_file)
+            finally:
+                self.checkpointer._preloaded = None
+            self._finish_resume(data)
+            self._last_resumed_from = resume_file
+        else:
+            self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=False)
+            return
+        logger.info("Resuming from iteration {} (SOLVER.MAX_ITER = {}).".format(self.start_iter, self.max_iter))
+        if self.start_iter >= self.max_iter:
+            logger.warning(
+                "The checkpoint is at or past SOLVER.MAX_ITER = {}: nothing left to train. "
+                "Raise SOLVER.MAX_ITER to continue training.".format(self.max_iter)
+            )
+        if not set_train_loader_start(self.data_loader, self.start_iter):
+            logger.warning(
+                "The data stream of the resumed run is not exactly the uninterrupted run's (aspect-ratio "
+                "grouping without image sizes, or a custom loader)."
+            )
+
+    def _finish_resume(self, data: Dict[str, Any]) -> None:
+        logger = logging.getLogger(__name__)
+        if "trainer" not in self.checkpointer.missing_checkpointables:
+            self.start_iter = self.iter + 1
+            return
+        # The earlier layout of this repository: separate optimizer/scheduler/grad_scaler entries.
+        found = [k for k in ("optimizer", "scheduler", "grad_scaler") if k in data]
+        if "optimizer" in data:
+            self.optimizer.load_state_dict(data.pop("optimizer"))
+        if "scheduler" in data:
+            self.scheduler.load_state_dict(data.pop("scheduler"))
+        if "grad_scaler" in data and isinstance(self._trainer, AMPTrainer):
+            self._trainer.grad_scaler.load_state_dict(data.pop("grad_scaler"))
+        self.iter = int(data.get("iteration", -1))
+        self.start_iter = self.iter + 1
+        missing = [k for k in ("optimizer", "scheduler") if k not in found]
+        if missing:
+            logger.warning(
+                "--resume: the checkpoint has no trainer state ({} missing): the optimizer {} fresh and "
+                "the LR schedule {} from iteration {}.".format(
+                    ", ".join(missing),
+                    "starts" if "optimizer" in missing else "is restored but starts",
+                    "(warm-up included) restarts" if "scheduler" in missing else "continues",
+                    self.start_iter,
                 )
+            )
+        else:
+            logger.info("Read the trainer state from the earlier layout ({}).".format(", ".join(found)))
 
     def build_hooks(self) -> List[Optional[HookBase]]:
         """IterationTimer, LRScheduler, PreciseBN (if enabled), PeriodicCheckpointer (main
@@ -388,6 +614,10 @@ class DefaultTrainer(TrainerBase):
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter
+        if self._seed is not None:
+            # The model's random draws (dropout, sampling) depend on (SEED, rank, iteration) only,
+            # so a resumed run repeats the uninterrupted run's.
+            seed_all_rng((self._seed * 1_000_003 + comm.get_rank() * 7_919 + self.iter) % 2**31)
         self._trainer.run_step()
 
     def state_dict(self) -> Dict[str, Any]:

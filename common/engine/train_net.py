@@ -16,10 +16,19 @@ from typing import Any, Callable, Optional, Sequence, Type
 
 from common.utils import comm
 
-from .defaults import DefaultTrainer, default_argument_parser, default_setup
+import torch
+
+from .defaults import (
+    DefaultTrainer,
+    _opts_keys,
+    apply_checkpoint_metadata,
+    check_output_dir,
+    default_argument_parser,
+    default_setup,
+)
 from .launch import launch
 
-__all__ = ["setup", "main", "run"]
+__all__ = ["setup", "main", "merged_config", "run"]
 
 ConfigAdder = Callable[[Any], None]
 
@@ -30,6 +39,33 @@ def setup(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:
     Raises:
         whatever ``merge_from_file``/``merge_from_list`` raise for unknown keys or bad values.
     """
+    from common.data import register_datasets_from_config, resolve_num_classes
+
+    cfg = merged_config(args, config_adders)
+    # Datasets declared in the config exist in every process before anything reads them.
+    register_datasets_from_config(cfg)
+    if getattr(args, "eval_only", False):
+        weights = cfg.MODEL.WEIGHTS
+        if getattr(args, "resume", False):
+            from common.checkpoint import DetectionCheckpointer
+
+            ckpt = DetectionCheckpointer(torch.nn.Module(), save_dir=cfg.OUTPUT_DIR, save_to_disk=False)
+            if ckpt.has_checkpoint():
+                weights = ckpt.get_checkpoint_file()
+        apply_checkpoint_metadata(cfg, weights, _opts_keys(args.opts))
+    else:
+        resolve_num_classes(cfg)
+        if comm.is_main_process():
+            check_output_dir(cfg, getattr(args, "resume", False))
+    cfg.freeze()
+    # Log the projects' own modules too (e.g. "sparsercnn.detector" when run as a script).
+    packages = [getattr(add, "__module__", "").split(".")[0] for add in config_adders]
+    default_setup(cfg, args, extra_loggers=[p for p in packages if p and p != "__main__"])
+    return cfg
+
+
+def merged_config(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:
+    """``get_cfg()`` -> project adders -> ``--config-file`` -> ``opts`` (not frozen, no side effect)."""
     from common.config import get_cfg
 
     cfg = get_cfg()
@@ -38,10 +74,6 @@ def setup(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
-    cfg.freeze()
-    # Log the projects' own modules too (e.g. "sparsercnn.detector" when run as a script).
-    packages = [getattr(add, "__module__", "").split(".")[0] for add in config_adders]
-    default_setup(cfg, args, extra_loggers=[p for p in packages if p and p != "__main__"])
     return cfg
 
 
@@ -56,7 +88,9 @@ def main(
     cfg = setup(args, config_adders)
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DetectionCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, min_matched_fraction=cfg.MODEL.WEIGHTS_MIN_MATCHED_FRACTION
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             from common.evaluation import verify_results
@@ -77,6 +111,11 @@ def run(
     """Parse the command line (``argv`` or ``sys.argv``) and launch :func:`main` on every process."""
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    use_cuda = None
+    if args.num_gpus * args.num_machines > 1:
+        # The backend follows MODEL.DEVICE of the merged config (YAML + opts), not the opts alone.
+        device = str(merged_config(args, config_adders).MODEL.DEVICE)
+        use_cuda = device.startswith("cuda") and torch.cuda.is_available()
     launch(
         main,
         args.num_gpus,
@@ -84,4 +123,5 @@ def run(
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args, tuple(config_adders), trainer_cls),
+        use_cuda=use_cuda,
     )

@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 from torchvision.ops import box_convert
 
+from common.data.datasets.coco import drop_invalid_gt_boxes
 from common.utils import comm
 from common.utils.logger import create_small_table
 
@@ -228,6 +229,7 @@ class COCOEvaluator(DatasetEvaluator):
             )
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints loading chatter
             self._coco_api = COCO(json_file)
+        drop_invalid_gt_boxes(self._coco_api, json_file)  # the boxes training drops too
         # Datasets without annotations (e.g. test-dev) can only be dumped, not evaluated.
         self._do_evaluation = "annotations" in self._coco_api.dataset
         self.reset()

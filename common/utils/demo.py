@@ -39,8 +39,9 @@ def get_parser() -> argparse.ArgumentParser:
         help="directory for the visualisations (file name kept), or an image file when there is one input",
     )
     parser.add_argument(
-        "--confidence-threshold", type=float, default=0.5,
-        help="minimum score for instances to be shown",
+        "--confidence-threshold", type=float, default=None,
+        help="minimum score for instances to be shown (default: the model's test score threshold "
+        "from the config when it has one, else 0.5 as detectron2's demo)",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER,
@@ -63,12 +64,39 @@ def setup_cfg(args: argparse.Namespace, config_adders: Iterable[Callable[[Any], 
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts))
+    from common.data import register_datasets_from_config
+    from common.engine.defaults import _opts_keys, apply_checkpoint_metadata
+
+    register_datasets_from_config(cfg)
+    # Class count (and, in DefaultPredictor, class names) from the checkpoint's metadata.
+    apply_checkpoint_metadata(cfg, cfg.MODEL.WEIGHTS, _opts_keys(args.opts))
+    if args.confidence_threshold is None:
+        args.confidence_threshold = model_score_threshold(cfg)
     thr = float(args.confidence_threshold)
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = thr
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thr
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = thr
     cfg.freeze()
     return cfg
+
+
+_THRESHOLD_SUFFIXES = ("SCORE_THRESH_TEST", "INFERENCE_TH_TEST", "TEST_SCORE_THRESH")
+
+
+def model_score_threshold(cfg: Any, default: float = 0.5) -> float:
+    """The configured model's own test score threshold: a key of its ``MODEL.<Project>`` node
+    ending in ``SCORE_THRESH_TEST``/``INFERENCE_TH_TEST``/``TEST_SCORE_THRESH``, detectron2's
+    ``ROI_HEADS``/``RETINANET.SCORE_THRESH_TEST`` for its own architectures, else ``default``
+    (detectron2's demo default; NMS-free top-k models have no threshold of their own)."""
+    from common.data import num_classes_key
+
+    key = num_classes_key(cfg)
+    if key is not None:
+        node = cfg.MODEL[key.split(".")[1]]
+        for k, v in node.items():
+            if k.endswith(_THRESHOLD_SUFFIXES) and isinstance(v, (int, float)):
+                return float(v)
+    return float(default)
 
 
 def expand_inputs(patterns: Sequence[str]) -> List[str]:
@@ -177,8 +205,17 @@ def main(argv: Optional[Sequence[str]] = None, config_adders: Iterable[Callable[
             logger.error(f"{path}: cannot read image ({type(e).__name__}: {e}); skipped")
             continue
         start = time.time()
-        _, instances, vis = run_on_image(predictor, img, metadata, args.confidence_threshold)
+        predictions, instances, vis = run_on_image(predictor, img, metadata, args.confidence_threshold)
         logger.info("{}: detected {} instances in {:.2f}s".format(path, len(instances), time.time() - start))
+        if len(instances) == 0:
+            all_scores = predictions["instances"].scores if "instances" in predictions else None
+            if all_scores is not None and len(all_scores):
+                logger.info(
+                    "{}: no detection scored >= {:.2f} (highest {:.3f}); a model early in training scores "
+                    "low: lower --confidence-threshold to see its boxes.".format(
+                        path, args.confidence_threshold, float(all_scores.max())
+                    )
+                )
         out_file = _output_path(args.output, path, len(inputs))
         vis.save(out_file)
         written.append(out_file)

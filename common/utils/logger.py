@@ -57,7 +57,7 @@ def setup_logger(
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     if abbrev_name is None:
-        abbrev_name = "c2" if name == "common" else name
+        abbrev_name = "d2" if name == "common" else name
 
     plain_formatter = logging.Formatter(
         "[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"

@@ -12,6 +12,7 @@ import datetime
 import io
 import json
 import logging
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -137,6 +138,11 @@ def load_coco_json(
             bbox = anno.get("bbox")
             if bbox is None or len(bbox) != 4:
                 raise ValueError(f"{where}: 'bbox' must be [x, y, w, h], got {bbox!r}")
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
+                num_bad_boxes += 1
+                if num_bad_boxes <= _MAX_BAD_BOX_WARNINGS:
+                    logger.warning("%s: dropping box with a NaN, infinite or non-numeric value %s", where, bbox)
+                continue
             if not (bbox[2] > 0 and bbox[3] > 0):
                 num_bad_boxes += 1
                 if num_bad_boxes <= _MAX_BAD_BOX_WARNINGS:
@@ -171,12 +177,51 @@ def load_coco_json(
 
     if num_bad_boxes:
         logger.warning(
-            "%s: dropped %d annotation(s) whose box has zero or negative width/height.", json_file, num_bad_boxes
+            "%s: dropped %d annotation(s) whose box has zero or negative width/height or a non-finite value.",
+            json_file,
+            num_bad_boxes,
         )
     if num_bad_segm:
         logger.warning("%s: dropped %d annotation(s) without a valid segmentation.", json_file, num_bad_segm)
     logger.info("Loaded %d images in COCO format from %s", len(dataset_dicts), json_file)
     return dataset_dicts
+
+
+def _valid_xywh(bbox: Any) -> bool:
+    return (
+        isinstance(bbox, (list, tuple))
+        and len(bbox) == 4
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        and bbox[2] > 0
+        and bbox[3] > 0
+    )
+
+
+def drop_invalid_gt_boxes(coco_api: Any, json_file: str) -> int:
+    """Remove from a loaded pycocotools ``COCO`` the annotations that :func:`load_coco_json` drops
+    for training (a NaN/inf value, zero or negative width/height), with a warning naming the json,
+    image id and annotation id, so that evaluation and training see the same ground truth.
+
+    Returns:
+        the number of annotations removed (the index is rebuilt when > 0).
+    """
+    anns = coco_api.dataset.get("annotations")
+    if not anns:
+        return 0
+    bad = [a for a in anns if "bbox" in a and not _valid_xywh(a["bbox"])]
+    if not bad:
+        return 0
+    for a in bad[:_MAX_BAD_BOX_WARNINGS]:
+        logger.warning(
+            "%s: image id %s, annotation id %s: box %s is dropped from the evaluation ground truth "
+            "(NaN/inf or non-positive size), as in training",
+            json_file, a.get("image_id"), a.get("id"), a.get("bbox"),
+        )
+    bad_ids = {id(a) for a in bad}
+    coco_api.dataset["annotations"] = [a for a in anns if id(a) not in bad_ids]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_api.createIndex()
+    return len(bad)
 
 
 def register_coco_instances(name: str, metadata: Dict[str, Any], json_file: str, image_root: str) -> None:
