@@ -223,3 +223,25 @@ def test_bad_config_errors_name_the_key():
         model = OneNet(_cfg("onenet.bccd.res18", "MODEL.OneNet.NUM_CLASSES", "2"))
         model.train()
         model(_inputs())
+
+
+def test_padding_follows_the_backbone_size_divisibility():
+    """Pad to lcm(backbone.size_divisibility, 32 for the deconv neck), not a hard-coded 32."""
+    from common.modeling import BACKBONE_REGISTRY, build_resnet_backbone
+
+    name = "_ResNetDivisibleBy64ForOneNetTest"
+    if name not in BACKBONE_REGISTRY:
+        def _build(cfg, input_shape):
+            backbone = build_resnet_backbone(cfg, input_shape)
+            backbone.__class__ = type("ResNet64", (type(backbone),), {"size_divisibility": property(lambda s: 64)})
+            return backbone
+
+        _build.__name__ = name
+        BACKBONE_REGISTRY.register(_build)
+    base = OneNet(_cfg("onenet.bccd.res18"))
+    assert base.backbone.size_divisibility == 0 and base.size_divisibility == 32  # the authors' 32
+    model = OneNet(_cfg("onenet.bccd.res18", "MODEL.BACKBONE.NAME", name))
+    assert model.size_divisibility == 64
+    images = model.preprocess_image(_inputs(n=1, h=64, w=96, with_gt=False))
+    assert tuple(images.tensor.shape[-2:]) == (64, 128) and images.image_sizes == [(64, 96)]
+    assert tuple(base.preprocess_image(_inputs(n=1, h=64, w=96, with_gt=False)).tensor.shape[-2:]) == (64, 96)

@@ -2,6 +2,7 @@
 authors' ``projects/OneNet/onenet/detector.py``)."""
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Tuple
 
 import torch
@@ -18,8 +19,10 @@ from .loss import SetCriterion
 
 __all__ = ["OneNet"]
 
-# The authors pad to a multiple of 32 whatever the backbone says (plain ResNet reports 0).
-SIZE_DIVISIBILITY = 32
+# Padding the CenterNet-style head needs: its deconv neck adds 2x-upsampled res5 to res4, res3,
+# res2, so the input must be a multiple of the largest stride (32). The authors hard-code 32
+# (``ImageList.from_tensors(images, 32)``; plain ResNet reports size_divisibility 0).
+NECK_DIVISIBILITY = 32
 # IoU threshold of the optional NMS ablation (MODEL.OneNet.NMS).
 NMS_THRESH = 0.5
 
@@ -60,6 +63,10 @@ class OneNet(nn.Module):
 
         self.backbone = build_backbone(cfg)
         self.head = build_onenet_head(cfg, self.backbone.output_shape())
+        # The backbone's requirement (FPN: 32, DLA/Hourglass: more), combined with the neck's.
+        backbone_div = max(int(self.backbone.size_divisibility), 1)
+        head_div = NECK_DIVISIBILITY if on.HEAD == "CenterNet" else 1
+        self.size_divisibility = math.lcm(backbone_div, head_div)
 
         matcher = MinCostMatcher(
             cost_class=on.CLASS_COST, cost_bbox=on.L1_COST, cost_giou=on.GIOU_COST,
@@ -78,9 +85,11 @@ class OneNet(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
-        """Normalise each image and pad the batch to a multiple of 32 (bottom/right, value 0)."""
+        """Normalise each image and pad the batch (bottom/right, value 0) to a multiple of
+        :attr:`size_divisibility` = lcm(``backbone.size_divisibility``, 32 for the CenterNet head's
+        deconv neck): 32 for every config of the authors (their hard-coded value)."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, SIZE_DIVISIBILITY)
+        return ImageList.from_tensors(images, self.size_divisibility)
 
     def forward(self, batched_inputs: List[dict]):
         """See the class docstring."""
