@@ -363,8 +363,9 @@ class DetectionCheckpointer(Checkpointer):
                 converted,
                 c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
             )
+        prefixes = sorted({k.split(".")[0] for k in checkpoint.get("model", {})})  # fvcore pops "model"
         incompatible = super()._load_model(checkpoint)
-        self._check_enough_matched(checkpoint, incompatible)
+        self._check_enough_matched(checkpoint, incompatible, prefixes)
 
         model_buffers = dict(self.model.named_buffers(recurse=False))
         for k in ["pixel_mean", "pixel_std"]:
@@ -383,7 +384,7 @@ class DetectionCheckpointer(Checkpointer):
         model = getattr(self.model, "module", self.model)
         return type(model).__name__
 
-    def _check_enough_matched(self, checkpoint: Dict[str, Any], incompatible: Any) -> None:
+    def _check_enough_matched(self, checkpoint: Dict[str, Any], incompatible: Any, prefixes: List[str]) -> None:
         """Raise when the checkpoint initialises (almost) nothing of the model: a file of another
         architecture must not silently leave the model at its random initialisation."""
         model_keys = [k for k in self.model.state_dict() if k not in ("pixel_mean", "pixel_std")]
@@ -396,7 +397,6 @@ class DetectionCheckpointer(Checkpointer):
             return
         meta = checkpoint.get("metadata") if isinstance(checkpoint.get("metadata"), dict) else {}
         theirs = meta.get("meta_architecture") or checkpoint.get("__format__")
-        prefixes = sorted({k.split(".")[0] for k in checkpoint.get("model", {})})
         raise ValueError(
             "The checkpoint {} initialises {} of the {} tensors of this {} ({:.0%}, at least {:.0%} "
             "required): it was saved from {} (top-level modules: {}). Check MODEL.WEIGHTS and the "
