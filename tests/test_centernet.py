@@ -258,12 +258,12 @@ def test_initialisation_follows_the_authors_networks():
     assert torch.all(head.hm[2].bias == -2.19)
     # msra_resnet (plain res18): only the last wh/reg conv N(0, 0.001); the 3x3 keeps PyTorch's init.
     head = build_model(_coco_cfg("ctdet_coco_res18.yaml")).heads[0]
-    assert abs(float(head.wh[2].weight.std()) - 0.001) < 3e-4 and float(head.wh[0].weight.std()) > 0.005
+    assert abs(float(head.wh[2].weight.detach().std()) - 0.001) < 3e-4 and float(head.wh[0].weight.detach().std()) > 0.005
     assert head.wh[0].bias.abs().max() > 0
     # pose_dla_dcn: default weights, zero biases; large_hourglass: PyTorch default.
     from projects.CenterNet.centernet import CenterNetHead
     dla = CenterNetHead(64, 3, 16, init="pose_dla_dcn")
-    assert float(dla.reg[0].weight.std()) > 0.01 and dla.reg[0].bias.abs().max() == 0 and dla.reg[2].bias.abs().max() == 0
+    assert float(dla.reg[0].weight.detach().std()) > 0.01 and dla.reg[0].bias.abs().max() == 0 and dla.reg[2].bias.abs().max() == 0
     hg = CenterNetHead(64, 3, 16, init="large_hourglass")
     assert hg.reg[2].bias.abs().max() > 0 and torch.all(hg.hm[2].bias == -2.19)
 
