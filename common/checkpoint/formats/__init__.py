@@ -116,3 +116,4 @@ def recognize_checkpoint(
 # Registered formats (import order does not matter: ``priority`` decides).
 from . import torchvision_resnet  # noqa: E402,F401
 from . import centernet  # noqa: E402,F401
+from . import maskrcnn_benchmark, mmdet  # noqa: E402,F401
