@@ -51,6 +51,11 @@ class CenterNet(nn.Module):
     def __init__(self, cfg) -> None:
         super().__init__()
         c = cfg.MODEL.CENTERNET
+        if cfg.TEST.AUG.ENABLED or cfg.VIS_PERIOD > 0:  # detectron2 keys that would be silently ignored
+            raise NotImplementedError(
+                "TEST.AUG.ENABLED is not used by CenterNet: use its own test-time augmentation keys "
+                "MODEL.CENTERNET.FLIP_TEST and MODEL.CENTERNET.TEST_SCALES" if cfg.TEST.AUG.ENABLED else
+                f"VIS_PERIOD={cfg.VIS_PERIOD}: training-time visualisation is not implemented; set VIS_PERIOD 0")
         self.num_classes = int(c.NUM_CLASSES)
         self.in_features = list(c.IN_FEATURES)
         self.down_ratio = int(c.DOWN_RATIO)

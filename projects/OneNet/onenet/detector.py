@@ -44,7 +44,9 @@ class OneNet(nn.Module):
     class-wise NMS at IoU 0.5, for the paper's Table 1 ablation only).
 
     Raises:
-        ValueError / NotImplementedError: bad ``MODEL.OneNet`` settings (named in the message).
+        ValueError / NotImplementedError: bad ``MODEL.OneNet`` settings (named in the message);
+            ``TEST.AUG.ENABLED`` (no TTA for OneNet) or ``VIS_PERIOD > 0`` (not implemented), which
+            would otherwise be silently ignored.
     """
 
     def __init__(self, cfg) -> None:
@@ -56,6 +58,15 @@ class OneNet(nn.Module):
             raise ValueError(f"MODEL.OneNet.ACTIVATION must be 'relu' (as the authors' heads), got {on.ACTIVATION!r}")
         if on.NUM_CLASSES < 1:
             raise ValueError(f"MODEL.OneNet.NUM_CLASSES must be >= 1, got {on.NUM_CLASSES}")
+        if cfg.TEST.AUG.ENABLED:
+            raise NotImplementedError(
+                "TEST.AUG.ENABLED: OneNet has no test-time augmentation (the authors' code has none); "
+                "set TEST.AUG.ENABLED False"
+            )
+        if cfg.VIS_PERIOD > 0:
+            raise NotImplementedError(
+                f"VIS_PERIOD={cfg.VIS_PERIOD}: training-time visualisation is not implemented; set VIS_PERIOD 0"
+            )
         self.num_classes = on.NUM_CLASSES
         self.in_features = list(on.IN_FEATURES)
         self.num_detections = cfg.TEST.DETECTIONS_PER_IMAGE

@@ -18,8 +18,9 @@ def add_sparsercnn_config(cfg: CN) -> None:
 
     Sets ``SOLVER.OPTIMIZER = "ADAMW"`` and ``SOLVER.BACKBONE_MULTIPLIER = 1.0`` like the authors
     (YAML files and CLI overrides still win, they are merged afterwards). ``TEST.AUG`` keys are
-    only added when missing, so other projects' TTA settings are not clobbered; TTA itself is not
-    implemented yet (``TEST.AUG.ENABLED`` must stay False).
+    only added when missing, so other projects' TTA settings are not clobbered; they drive
+    :class:`SparseRCNNWithTTA` (``TEST.AUG.ENABLED``; ``CVPODS_TTA`` box voting or NMS merge,
+    ``SCALE_FILTER`` with one ``SCALE_RANGES`` pair per ``MIN_SIZES`` entry).
     """
     cfg.MODEL.SparseRCNN = CN()
     sr = cfg.MODEL.SparseRCNN

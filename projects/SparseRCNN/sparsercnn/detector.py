@@ -45,6 +45,10 @@ class SparseRCNN(nn.Module):
         self.num_heads = sr.NUM_HEADS
         self.deep_supervision = sr.DEEP_SUPERVISION
         self.use_focal = sr.USE_FOCAL
+        if cfg.VIS_PERIOD > 0:
+            raise NotImplementedError(
+                f"VIS_PERIOD={cfg.VIS_PERIOD}: training-time visualisation is not implemented; set VIS_PERIOD 0"
+            )
         if self.num_proposals < 1 or self.num_classes < 1:
             raise ValueError(
                 f"MODEL.SparseRCNN.NUM_PROPOSALS ({self.num_proposals}) and NUM_CLASSES "
@@ -100,8 +104,10 @@ class SparseRCNN(nn.Module):
         )
         return images, whwh
 
-    def forward(self, batched_inputs: List[dict]):
-        """See the class docstring."""
+    def forward(self, batched_inputs: List[dict], do_postprocess: bool = True):
+        """See the class docstring. In inference, ``do_postprocess=False`` returns the raw
+        ``Instances`` (boxes in the resized network-input frame, not rescaled to ``height x width``),
+        as detectron2's meta-architectures do for test-time augmentation."""
         images, images_whwh = self.preprocess_image(batched_inputs)
         src = self.backbone(images.tensor)
         features = [src[f] for f in self.in_features]
@@ -112,6 +118,8 @@ class SparseRCNN(nn.Module):
 
         if not self.training:
             results = self.inference(outputs_class[-1], outputs_coord[-1], images.image_sizes)
+            if not do_postprocess:
+                return results
             processed = []
             for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
                 height = inputs.get("height", image_size[0])
