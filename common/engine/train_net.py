@@ -12,7 +12,9 @@ module-level function/class so that it can be pickled.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Type
+import contextlib
+import logging
+from typing import Any, Callable, List, Optional, Sequence, Type
 
 from common.utils import comm
 
@@ -39,9 +41,42 @@ def setup(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:
     Raises:
         whatever ``merge_from_file``/``merge_from_list`` raise for unknown keys or bad values.
     """
+    cfg = merged_config(args, config_adders)
+    with _buffered_logs("common") as records:
+        _resolve_config(cfg, args)
+    cfg.freeze()
+    # Log the projects' own modules too (e.g. "sparsercnn.detector" when run as a script).
+    packages = [getattr(add, "__module__", "").split(".")[0] for add in config_adders]
+    default_setup(cfg, args, extra_loggers=[p for p in packages if p and p != "__main__"])
+    for record in records:  # what was decided before the loggers existed
+        logging.getLogger(record.name).handle(record)
+    return cfg
+
+
+@contextlib.contextmanager
+def _buffered_logs(name: str):
+    logger = logging.getLogger(name)
+    records: List[logging.LogRecord] = []
+    if logger.handlers:  # already set up: log as usual
+        yield records
+        return
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(min(old_level or logging.INFO, logging.INFO))
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def _resolve_config(cfg: Any, args: Any) -> None:
     from common.data import register_datasets_from_config, resolve_num_classes
 
-    cfg = merged_config(args, config_adders)
     # Datasets declared in the config exist in every process before anything reads them.
     register_datasets_from_config(cfg)
     if getattr(args, "eval_only", False):
@@ -57,11 +92,6 @@ def setup(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:
         resolve_num_classes(cfg)
         if comm.is_main_process():
             check_output_dir(cfg, getattr(args, "resume", False))
-    cfg.freeze()
-    # Log the projects' own modules too (e.g. "sparsercnn.detector" when run as a script).
-    packages = [getattr(add, "__module__", "").split(".")[0] for add in config_adders]
-    default_setup(cfg, args, extra_loggers=[p for p in packages if p and p != "__main__"])
-    return cfg
 
 
 def merged_config(args: Any, config_adders: Sequence[ConfigAdder] = ()) -> Any:

@@ -196,6 +196,10 @@ def main(argv: Optional[Sequence[str]] = None, config_adders: Iterable[Callable[
     _output_path(args.output, inputs[0], len(inputs))  # fail on a bad --output before loading the model
     predictor = DefaultPredictor(cfg)
     metadata = _predictor_metadata(predictor, cfg)
+    names = metadata.get("thing_classes", None) if metadata is not None else None
+    logger.info("Class names ({}): {}".format(
+        getattr(metadata, "name", "?"), ", ".join(names) if names else "none (boxes labelled by class index)"
+    ))
 
     written: List[str] = []
     for path in inputs:
