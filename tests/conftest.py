@@ -37,3 +37,17 @@ def coco128_root() -> Path:
     if not root.is_dir():
         pytest.skip("../shared/data/coco128 is not available")
     return root
+
+
+@pytest.fixture
+def caplog(caplog):
+    """pytest's ``caplog`` that also sees the ``common`` loggers once ``setup_logger`` has made
+    them stop propagating (as ``default_setup`` does in every training test)."""
+    import logging
+
+    logger = logging.getLogger("common")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

@@ -1,4 +1,5 @@
 """Training loop, hooks and DefaultTrainer with toy models and in-memory data."""
+import logging
 import json
 import math
 import os
@@ -341,3 +342,47 @@ def test_precise_bn_recomputes_exact_statistics():
     trainer.train(0, 3)
     # True average over the 2 precise-BN batches, not the momentum-0.5 running estimate.
     assert model.bn.running_mean.tolist() == pytest.approx([4.0, 40.0])
+
+
+# ----------------------------------------------------------------------------- resume layouts
+def test_resume_reads_the_earlier_layout_and_warns_without_trainer_state(tmp_path, caplog):
+    trainer = _ToyTrainer(_trainer_cfg(tmp_path))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    # The earlier layout of this repository: optimizer/scheduler as top-level entries.
+    old = {"model": final["model"], "optimizer": final["trainer"]["_trainer"]["optimizer"],
+           "scheduler": final["trainer"]["hooks"]["LRScheduler"], "iteration": 5}
+    torch.save(old, tmp_path / "model_final.pth")
+    resumed = _ToyTrainer(_trainer_cfg(tmp_path, max_iter=8))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 6 and resumed.scheduler.last_epoch == 6
+    assert resumed.optimizer.state_dict()["param_groups"][0]["lr"] == trainer.optimizer.state_dict()["param_groups"][0]["lr"]
+
+    # A weights-only file (e.g. a detectron2 model-zoo .pth) in OUTPUT_DIR: resume says what is lost.
+    torch.save({"model": final["model"], "iteration": 5}, tmp_path / "model_final.pth")
+    resumed = _ToyTrainer(_trainer_cfg(tmp_path, max_iter=8))
+    with caplog.at_level(logging.WARNING):
+        resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 6
+    assert "no trainer state (optimizer, scheduler missing)" in caplog.text
+    assert "LR schedule (warm-up included) restarts" in caplog.text
+
+
+def test_unsupported_tasks_are_refused_clearly():
+    from common.data import build_detection_train_loader
+
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("bccd_train",)
+    cfg.MODEL.KEYPOINT_ON = True
+    with pytest.raises(NotImplementedError, match="MODEL.KEYPOINT_ON True is not supported"):
+        build_detection_train_loader(cfg)
+
+
+def test_console_prefix_is_detectron2s(capsys):
+    from common.utils.logger import setup_logger
+
+    logger = setup_logger(name="common", color=False)
+    logging.getLogger("common.engine.x").info("hello")
+    assert "d2.engine.x" in capsys.readouterr().out
+    assert logger.name == "common"
