@@ -2,7 +2,8 @@
 
 * :func:`gaussian_radius`: the radius ``r`` such that a box whose corners move by up to ``r``
   (output-map pixels) still has IoU >= ``min_overlap`` with the GT, in both variants found in the
-  authors' code (``dense_detectors.md`` section 0.1):
+  authors' code (princeton-vl/CornerNet ``sample/utils.py`` at its first commit 0017821e and
+  after the fix 3e71377b; xingyizhou/CenterNet at 4c50fd3a ``src/lib/utils/image.py``):
 
   - ``"cornernet_bug"``: the original formula of CornerNet's first commit, copied by CenterNet
     (``xingyizhou/CenterNet src/lib/utils/image.py``); its first two roots are always large, so
@@ -35,7 +36,7 @@ def gaussian_radius(
     """Gaussian radius of boxes of size ``height x width`` (float, output-map pixels; not floored).
 
     Three quadratics ``a r^2 - b r + c = 0`` (corner shifted / both corners inside / both outside,
-    ``dense_detectors.md`` 0.1) are solved and the minimum root taken.
+    as in princeton-vl/CornerNet ``sample/utils.py``) are solved and the minimum root taken.
 
     Args:
         height, width: ``(N,)`` (or broadcastable) box sizes in output-map pixels. The authors pass

@@ -2,8 +2,8 @@
 
 Both projects ship it as ``SparseRCNNDatasetMapper`` / ``OneNetDatasetMapper``
 (``projects/*/dataset_mapper.py`` of the authors' repositories, identical logic to detectron2's
-``projects/DETR/d2/detr/dataset_mapper.py``). See ``detectron2_sparsercnn_onenet.md`` §5.1
-"Data augmentation":
+``projects/DETR/d2/detr/dataset_mapper.py``; PeizeSun/SparseR-CNN at 0e5028d,
+``projects/SparseRCNN/sparsercnn/dataset_mapper.py``):
 
 - train: ``[RandomFlip(), ResizeShortestEdge(MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, sampling)]``;
   with ``INPUT.CROP.ENABLED``, half of the time (``np.random.rand() <= 0.5``) instead

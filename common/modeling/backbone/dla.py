@@ -2,7 +2,7 @@
 
 Base network: Yu et al., "Deep Layer Aggregation" (CVPR 2018); the fully-convolutional
 up-sampling version with DCNv2 in every projection/aggregation node is CenterNet's
-([XZ] ``src/lib/models/networks/pose_dla_dcn.py``; paper Sec. 6 "DLA"; ``dense_detectors.md`` 1.1):
+(xingyizhou/CenterNet at 4c50fd3a, ``src/lib/models/networks/pose_dla_dcn.py``; paper Sec. 6 "DLA"):
 
 * base: 7x7 stride-1 conv (16 ch), ``level0`` 3x3 s1 (16), ``level1`` 3x3 s2 (32), then
   ``Tree`` levels 2-5 (levels [1, 2, 2, 1], channels [64, 128, 256, 512]) at strides 4..32.

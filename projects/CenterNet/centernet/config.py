@@ -1,8 +1,8 @@
 """Config keys of CenterNet ("Objects as Points", Zhou et al. 2019), with the authors' defaults.
 
-Sources: [XZ] xingyizhou/CenterNet ``src/lib/opts.py`` (heads, loss weights, K, flip/multi-scale
+Sources: [XZ] xingyizhou/CenterNet at 4c50fd3a, ``src/lib/opts.py`` (heads, loss weights, K, flip/multi-scale
 test), ``src/lib/datasets/dataset/coco.py`` (mean/std, PCA eigen-values/-vectors, 512x512 input)
-and ``src/lib/datasets/sample/ctdet.py`` (augmentation); facts in ``dense_detectors.md`` section 1.
+and ``src/lib/datasets/sample/ctdet.py`` (augmentation).
 """
 from __future__ import annotations
 
