@@ -14,7 +14,9 @@ from projects.SparseRCNN.sparsercnn.loss import SetCriterion
 from common.assigners import HungarianMatcher
 
 CONFIGS = Path(__file__).resolve().parents[1] / "projects" / "SparseRCNN" / "configs"
-STATE_DICT_JSON = Path("/work/shared/reference/state_dicts/sparsercnn.res50.100pro.3x.json")
+STATE_DICT_JSON = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference" / "state_dicts" / "sparsercnn.res50.100pro.3x.json"
+)
 
 
 def _cfg(name: str, *opts):
@@ -155,6 +157,8 @@ def test_authors_configs_values():
 def test_res50_state_dict_matches_authors_layout():
     from common.modeling import build_model
 
+    if not STATE_DICT_JSON.is_file():
+        pytest.skip("../shared/reference/state_dicts is not available")
     expected = json.loads(STATE_DICT_JSON.read_text())
     torch.manual_seed(0)
     model = build_model(_cfg("sparsercnn.res50.100pro.3x.yaml", "MODEL.WEIGHTS", ""))
