@@ -12,5 +12,6 @@ from common.layers.deform_conv import DeformConv, ModulatedDeformConv
 from common.layers.roi_align import ROIAlign
 
 from .soft_nms import soft_nms, soft_nms_merge
+from .corner_pool import CascadeCornerPool, CenterPool, CornerPool, bottom_pool, column_max_pool, left_pool, right_pool, row_max_pool, top_pool  # noqa: F401
 
 __all__ = ["DeformConv", "ModulatedDeformConv", "ROIAlign", "deform_conv2d", "roi_align", "soft_nms", "soft_nms_merge"]
