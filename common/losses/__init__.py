@@ -9,6 +9,7 @@ from .focal import focal_classification_cost, sigmoid_focal_loss
 from .giou import giou_loss
 from .iou_loss import IOU_LOSS_TYPES, iou_loss  # noqa: F401
 from .varifocal import varifocal_loss  # noqa: F401
+from .autoassign import autoassign_losses, negative_bag_loss, positive_bag_loss  # noqa: F401
 from .heatmap_focal import clamped_sigmoid, gathered_l1_loss, heatmap_focal_loss  # noqa: F401
 from .set_prediction import (
     matched_batch_index,
