@@ -16,7 +16,7 @@ from :func:`add_hourglass_config`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,53 +81,74 @@ class HourglassResidual(nn.Module):
         return F.relu_(self.bn2(self.conv2(out)) + self.skip(x))
 
 
-def _residuals(in_ch: int, out_ch: int, n: int, norm: str, first_stride: int = 1, reverse: bool = False) -> nn.Sequential:
-    """``n`` residuals; the first (or, with ``reverse``, the last) changes ``in_ch -> out_ch``."""
+def _residuals(in_ch: int, out_ch: int, n: int, norm: str, first_stride: int = 1, reverse: bool = False,
+               block: Callable[..., nn.Module] = None) -> nn.Sequential:
+    """``n`` blocks (``block(in, out, stride, norm)``, default :class:`HourglassResidual`); the
+    first (or, with ``reverse``, the last) changes ``in_ch -> out_ch``."""
+    block = block or HourglassResidual
     if reverse:
-        layers = [HourglassResidual(in_ch, in_ch, 1, norm) for _ in range(n - 1)]
-        layers.append(HourglassResidual(in_ch, out_ch, 1, norm))
+        layers = [block(in_ch, in_ch, 1, norm) for _ in range(n - 1)]
+        layers.append(block(in_ch, out_ch, 1, norm))
     else:
-        layers = [HourglassResidual(in_ch, out_ch, first_stride, norm)]
-        layers += [HourglassResidual(out_ch, out_ch, 1, norm) for _ in range(n - 1)]
+        layers = [block(in_ch, out_ch, first_stride, norm)]
+        layers += [block(out_ch, out_ch, 1, norm) for _ in range(n - 1)]
     return nn.Sequential(*layers)
 
 
 class HourglassModule(nn.Module):
-    """One recursive hourglass level ([CN] ``kp_module``): ``up1(x) + upsample(low3(low2(low1(x))))``.
+    """One recursive hourglass level ([CN] ``kp_module``, [CNL] ``hg_module``):
+    ``up1(x) + up2(low3(low2(low1(x))))``.
 
-    ``low1`` starts with a stride-2 residual; ``low2`` is the next level (or ``modules[1]``
-    residuals at the innermost one). ``forward(x (N, dims[0], H, W)) -> same shape``; H, W must be
-    divisible by ``2 ** n``.
+    ``low1`` starts with a stride-2 block; ``low2`` is the next level (or ``modules[1]`` blocks at
+    the innermost one). ``block`` builds every block (``block(in, out, stride, norm)``; residuals
+    by default, CornerNet-Squeeze's fire modules); ``upsample`` is ``"nearest"`` (x2, no
+    parameters) or ``"deconv"`` (CornerNet-Squeeze: ``up2 = ConvTranspose2d(d, d, 4, 2, 1)``).
+    ``forward(x (N, dims[0], H, W)) -> same shape``; H, W must be divisible by ``2 ** n``.
     """
 
-    def __init__(self, n: int, dims: Sequence[int], modules: Sequence[int], norm: str = "BN"):
+    def __init__(self, n: int, dims: Sequence[int], modules: Sequence[int], norm: str = "BN",
+                 block: Optional[Callable[..., nn.Module]] = None, upsample: str = "nearest"):
         super().__init__()
+        if upsample not in ("nearest", "deconv"):
+            raise ValueError(f"hourglass upsample must be 'nearest' or 'deconv', got {upsample!r}")
         curr_mod, next_mod = modules[0], modules[1]
         curr_dim, next_dim = dims[0], dims[1]
-        self.up1 = _residuals(curr_dim, curr_dim, curr_mod, norm)
-        self.low1 = _residuals(curr_dim, next_dim, curr_mod, norm, first_stride=2)
+        self.up1 = _residuals(curr_dim, curr_dim, curr_mod, norm, block=block)
+        self.low1 = _residuals(curr_dim, next_dim, curr_mod, norm, first_stride=2, block=block)
         if n > 1:
-            self.low2 = HourglassModule(n - 1, dims[1:], modules[1:], norm)
+            self.low2 = HourglassModule(n - 1, dims[1:], modules[1:], norm, block, upsample)
         else:
-            self.low2 = _residuals(next_dim, next_dim, next_mod, norm)
-        self.low3 = _residuals(next_dim, curr_dim, curr_mod, norm, reverse=True)
+            self.low2 = _residuals(next_dim, next_dim, next_mod, norm, block=block)
+        self.low3 = _residuals(next_dim, curr_dim, curr_mod, norm, reverse=True, block=block)
+        self.up2 = nn.ConvTranspose2d(curr_dim, curr_dim, 4, 2, 1) if upsample == "deconv" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up1 = self.up1(x)
         low = self.low3(self.low2(self.low1(x)))
+        if self.up2 is not None:
+            return up1 + self.up2(low)
         return up1 + F.interpolate(low, scale_factor=2.0, mode="nearest")
 
 
 class StackedHourglass(Backbone):
     """``pre`` + ``num_stacks`` hourglasses with intermediate connections.
 
-    ``forward(x (N, 3, H, W))``, H and W multiples of ``4 * 2 ** (len(dims) - 1)`` (128 for
-    Hourglass-104) -> ``{prefix + str(i): (N, cnv_dim, H/4, W/4)}`` for every stack ``i``.
+    ``num_stacks = 2`` is Hourglass-104 (CornerNet, CenterNet-104); ``num_stacks = 1`` with the
+    same dims/modules is the "Hourglass-52" of CenterNet-52 ([DK] ``models/CenterNet-52.py``: the
+    same 5-level module, one stack, no ``inters``/``inters_``/``cnvs_``). ``block``/``upsample``
+    (see :class:`HourglassModule`) and ``extra_pre_residuals`` (stride-2 residuals appended to
+    ``pre``: output stride ``4 * 2 ** extra``) serve CornerNet-Squeeze
+    (:mod:`common.modeling.backbone.hourglass_squeeze`).
+
+    ``forward(x (N, 3, H, W))``, H and W multiples of ``stride * 2 ** (len(dims) - 1)`` (128 for
+    Hourglass-104; odd sizes such as the authors' 511 also work, they round up at the first
+    convolution) -> ``{prefix + str(i): (N, cnv_dim, H/stride, W/stride)}`` for every stack ``i``.
     """
 
     def __init__(self, num_stacks: int = 2, dims: Sequence[int] = (256, 256, 384, 384, 384, 512),
                  modules: Sequence[int] = (2, 2, 2, 2, 2, 4), pre_channels: int = 128, cnv_dim: int = 256,
-                 norm: str = "BN", prefix: str = "hg"):
+                 norm: str = "BN", prefix: str = "hg", block: Optional[Callable[..., nn.Module]] = None,
+                 upsample: str = "nearest", extra_pre_residuals: int = 0):
         super().__init__()
         if num_stacks < 1 or len(dims) != len(modules) or len(dims) < 2:
             raise ValueError(
@@ -137,9 +158,13 @@ class StackedHourglass(Backbone):
         curr_dim = dims[0]
         self.num_stacks = num_stacks
         self.depth = len(dims) - 1
-        self.pre = nn.Sequential(ConvBNReLU(7, 3, pre_channels, stride=2, norm=norm),
-                                 HourglassResidual(pre_channels, curr_dim, stride=2, norm=norm))
-        self.kps = nn.ModuleList([HourglassModule(self.depth, dims, modules, norm) for _ in range(num_stacks)])
+        pre = [ConvBNReLU(7, 3, pre_channels, stride=2, norm=norm),
+               HourglassResidual(pre_channels, curr_dim, stride=2, norm=norm)]
+        pre += [HourglassResidual(curr_dim, curr_dim, stride=2, norm=norm) for _ in range(extra_pre_residuals)]
+        self.pre = nn.Sequential(*pre)
+        self.stride = 4 * 2 ** int(extra_pre_residuals)
+        self.kps = nn.ModuleList([HourglassModule(self.depth, dims, modules, norm, block, upsample)
+                                  for _ in range(num_stacks)])
         self.cnvs = nn.ModuleList([ConvBNReLU(3, curr_dim, cnv_dim, norm=norm) for _ in range(num_stacks)])
         self.inters = nn.ModuleList([HourglassResidual(curr_dim, curr_dim, norm=norm) for _ in range(num_stacks - 1)])
         self.inters_ = nn.ModuleList([
@@ -152,11 +177,11 @@ class StackedHourglass(Backbone):
         ])
         self._out_features = [f"{prefix}{i}" for i in range(num_stacks)]
         self._out_feature_channels = {f: cnv_dim for f in self._out_features}
-        self._out_feature_strides = {f: 4 for f in self._out_features}
+        self._out_feature_strides = {f: self.stride for f in self._out_features}
 
     @property
     def size_divisibility(self) -> int:
-        return 4 * 2 ** self.depth
+        return self.stride * 2 ** self.depth
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         inter = self.pre(x)
