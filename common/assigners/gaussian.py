@@ -83,9 +83,11 @@ def gaussian_radius(
 
 
 def draw_gaussian(
-    heatmap: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor, classes: torch.Tensor
+    heatmap: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor, classes: torch.Tensor,
+    sigma_divisor: float = 6.0,
 ) -> torch.Tensor:
     """Draw one Gaussian per object into ``heatmap`` (in place) with an element-wise max.
+    (``sigma_divisor``: ``sigma = (2 r + 1) / sigma_divisor``; 5 for CenterNet-Triplets' centres.)
 
     Kernel of object k: ``exp(-(dx^2 + dy^2) / (2 sigma_k^2))`` for integer ``|dx|, |dy| <= r_k``,
     ``sigma_k = (2 r_k + 1) / 6``; entries below ``float32 eps x 1`` are set to 0 (the authors'
@@ -130,7 +132,7 @@ def draw_gaussian(
     R = int(radii.max())
     d = torch.arange(-R, R + 1, device=heatmap.device)
     dy, dx = d.view(-1, 1), d.view(1, -1)  # (K, 1), (1, K)
-    sigma = (2 * radii + 1).to(heatmap.dtype) / 6.0  # (N,)
+    sigma = (2 * radii + 1).to(heatmap.dtype) / float(sigma_divisor)  # (N,)
     sq = (dx ** 2 + dy ** 2).to(heatmap.dtype)  # (K, K)
     kernel = torch.exp(-sq.unsqueeze(0) / (2 * sigma.view(-1, 1, 1) ** 2))  # (N, K, K)
     kernel = torch.where(kernel < torch.finfo(torch.float32).eps, torch.zeros_like(kernel), kernel)

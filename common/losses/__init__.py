@@ -11,6 +11,7 @@ from .iou_loss import IOU_LOSS_TYPES, iou_loss  # noqa: F401
 from .varifocal import varifocal_loss  # noqa: F401
 from .autoassign import autoassign_losses, negative_bag_loss, positive_bag_loss  # noqa: F401
 from .heatmap_focal import clamped_sigmoid, gathered_l1_loss, heatmap_focal_loss  # noqa: F401
+from .embedding import pull_push_loss  # noqa: F401
 from .set_prediction import (
     matched_batch_index,
     num_boxes_across_processes,

@@ -10,6 +10,11 @@
 * :class:`ColorJitterLighting` / :class:`ColorJitterLightingTransform`: brightness, contrast and
   saturation with ``alpha = 1 + U(-v, v)`` in random order, then PCA lighting
   ``+ eigvec @ (eigval * N(0, std))`` ([XZ] ``color_aug``; CornerNet ``sample/utils.py``).
+* :class:`CornerNetRandomCrop`: CornerNet's ``random_crop`` + ``_resize_image`` (princeton-vl/CornerNet
+  ``sample/utils.py``, ``sample/coco.py``; also CornerNet-Lite and CenterNet-Triplets): a window of
+  the *network input's* size times ``choice(scales)`` (not of the image's size, as CenterNet),
+  centred on an integer point at least ``border`` inside the image, then resized to the input;
+  or, without random crop, the centred square of side ``max(H, W)`` (``_full_image_crop``).
 * :func:`centernet_test_affine`: the test-time input geometry of [XZ]
   ``src/lib/detectors/base_detector.py`` ``pre_process`` (``keep_res`` padding / ``fix_res`` warp).
 
@@ -29,6 +34,7 @@ __all__ = [
     "AffineTransform",
     "ColorJitterLighting",
     "ColorJitterLightingTransform",
+    "CornerNetRandomCrop",
     "RandomCenterAffine",
     "center_scale_affine_matrix",
     "centernet_test_affine",
@@ -162,6 +168,54 @@ class RandomCenterAffine(Augmentation):
             s = s * float(np.clip(np.random.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale))
         out_h, out_w = self.output_size
         return AffineTransform(center_scale_affine_matrix(c, s, (out_h, out_w)), out_h, out_w)
+
+
+class CornerNetRandomCrop(Augmentation):
+    """CornerNet's random crop (see the module docstring) as one :class:`AffineTransform`.
+
+    With ``scale`` drawn from ``scales``, the window is ``(int(out_h * scale), int(out_w * scale))``
+    input pixels centred on ``(ctx, cty)``, ``ctx ~ randint(wb, W - wb)`` (``wb`` = ``border``
+    halved until it fits), black outside the image; it is resized to ``output_size``. Pixel and
+    box ``x`` map to ``(x - ctx + win_w // 2) * out_w / win_w`` (the authors' crop offsets then
+    their resize ratio), ``y`` likewise. ``random_crop=False``: window ``max(H, W)`` square centred
+    on ``(W // 2, H // 2)``.
+
+    Args:
+        output_size: ``(h, w)`` of the network input (511x511 in the authors' configs).
+        scales: window scales (``np.arange(0.6, 1.4, 0.1)``; CenterNet-Triplets the same).
+        border: 128 in the authors' COCO configs.
+        random_crop: the authors' ``rand_crop``.
+
+    Raises:
+        ValueError: empty output size or non-positive scales.
+    """
+
+    def __init__(self, output_size: Tuple[int, int] = (511, 511),
+                 scales: Sequence[float] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), border: int = 128,
+                 random_crop: bool = True):
+        super().__init__()
+        if len(output_size) != 2 or min(output_size) <= 0:
+            raise ValueError(f"CornerNetRandomCrop: output_size must be (h, w) > 0, got {output_size} "
+                             "(INPUT.CORNERNET.TRAIN_SIZE)")
+        if len(scales) == 0 or min(scales) <= 0:
+            raise ValueError(f"CornerNetRandomCrop: scales must be positive, got {scales} (INPUT.CORNERNET.SCALES)")
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> AffineTransform:
+        h, w = image.shape[:2]
+        out_h, out_w = int(self.output_size[0]), int(self.output_size[1])
+        if self.random_crop:
+            scale = float(np.random.choice(self.scales))
+            win_h, win_w = max(int(out_h * scale), 1), max(int(out_w * scale), 1)
+            wb, hb = _get_border(self.border, w), _get_border(self.border, h)
+            ctx = int(np.random.randint(low=wb, high=max(w - wb, wb + 1)))
+            cty = int(np.random.randint(low=hb, high=max(h - hb, hb + 1)))
+        else:
+            win_h = win_w = max(h, w)
+            ctx, cty = w // 2, h // 2
+        kx, ky = out_w / float(win_w), out_h / float(win_h)
+        matrix = np.array([[kx, 0.0, kx * (win_w // 2 - ctx)], [0.0, ky, ky * (win_h // 2 - cty)]], dtype=np.float64)
+        return AffineTransform(matrix, out_h, out_w)
 
 
 class ColorJitterLightingTransform(Transform):

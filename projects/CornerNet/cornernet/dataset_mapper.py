@@ -1,0 +1,93 @@
+"""CornerNet dataset mapper: the authors' augmentation on :class:`common.data.DatasetMapper`.
+
+Training (princeton-vl/CornerNet ``sample/coco.py`` ``kp_detection``; the same in CornerNet-Lite
+and Duankaiwen/CenterNet): :class:`~common.data.transforms.centernet_aug.CornerNetRandomCrop`
+(window of ``TRAIN_SIZE x choice(SCALES)`` around a random centre ``BORDER`` inside the image,
+resized to ``TRAIN_SIZE``; or the centred full-image square), horizontal flip
+(``INPUT.RANDOM_FLIP``), colour jitter + PCA lighting (``INPUT.CORNERNET.COLOR_AUG``). Boxes
+follow; empty ones are dropped; images without boxes are kept. As the authors, crowd boxes are
+ordinary objects and at most ``MAX_OBJECTS`` (128, ``max_tag_len``) are used.
+
+Deviation: the authors flip boxes as ``x' = W - x - 1`` (their inclusive-pixel boxes);
+detectron2's continuous ``x' = W - x`` is used here.
+
+Test: no resize by default (``INPUT.MIN_SIZE_TEST 0``: the authors test at the original size);
+the model pads each image centred to ``(H | 127) x (W | 127)``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List
+
+from common.config import configurable
+from common.data import DatasetMapper
+from common.data import transforms as T
+from common.data.transforms.centernet_aug import CornerNetRandomCrop
+
+__all__ = ["CornerNetDatasetMapper", "build_cornernet_augmentation"]
+
+
+def build_cornernet_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+    """The augmentations of the module docstring.
+
+    Raises:
+        ValueError: bad ``INPUT.RANDOM_FLIP`` or ``INPUT.CORNERNET.*`` values.
+    """
+    if not is_train:
+        if int(cfg.INPUT.MIN_SIZE_TEST) == 0:
+            return []
+        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+    c = cfg.INPUT.CORNERNET
+    augs: List[T.Augmentation] = [
+        CornerNetRandomCrop(tuple(c.TRAIN_SIZE), tuple(c.SCALES), int(c.BORDER), bool(c.RANDOM_CROP))
+    ]
+    flip = cfg.INPUT.RANDOM_FLIP
+    if flip not in ("none", "horizontal", "vertical"):
+        raise ValueError(f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}")
+    if flip != "none":
+        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    if c.COLOR_AUG:
+        augs.append(T.ColorJitterLighting(c.EIG_VAL, c.EIG_VEC, float(c.COLOR_JITTER), float(c.LIGHTING_STD),
+                                          cfg.INPUT.FORMAT))
+    return augs
+
+
+class CornerNetDatasetMapper(DatasetMapper):
+    """:class:`DatasetMapper` with :func:`build_cornernet_augmentation`;
+    ``CornerNetDatasetMapper(cfg, is_train)``. In training ``image`` is a float32 ``(3, h, w)``
+    tensor of ``INPUT.CORNERNET.TRAIN_SIZE`` (colour jitter unclipped, as the authors).
+
+    Args (besides DatasetMapper's): keep_crowd (``INPUT.CORNERNET.KEEP_CROWD``), max_objects
+    (``INPUT.CORNERNET.MAX_OBJECTS``; 0 = all).
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, keep_crowd: bool = True, max_objects: int = 128, **kwargs):
+        super().__init__(is_train, **kwargs)
+        if max_objects < 0:
+            raise ValueError(f"INPUT.CORNERNET.MAX_OBJECTS must be >= 0, got {max_objects}")
+        self.keep_crowd = bool(keep_crowd)
+        self.max_objects = int(max_objects)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        ret = super().from_config(cfg, is_train)
+        ret["augmentations"] = build_cornernet_augmentation(cfg, is_train)
+        ret["keep_crowd"] = bool(cfg.INPUT.CORNERNET.KEEP_CROWD)
+        ret["max_objects"] = int(cfg.INPUT.CORNERNET.MAX_OBJECTS)
+        return ret
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """As :meth:`DatasetMapper.__call__`, with the authors' crowd and object-count handling."""
+        if self.is_train and "annotations" in dataset_dict:
+            dataset_dict = copy.copy(dataset_dict)
+            annos = [dict(a) for a in dataset_dict["annotations"]]
+            if self.keep_crowd:
+                for a in annos:
+                    a["iscrowd"] = 0
+            else:
+                annos = [a for a in annos if a.get("iscrowd", 0) == 0]
+            if self.max_objects > 0:
+                annos = annos[: self.max_objects]
+            dataset_dict["annotations"] = annos
+        return super().__call__(dataset_dict)
