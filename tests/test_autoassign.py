@@ -182,3 +182,105 @@ def test_losses_float32_under_autocast():
     ref = _toy_losses()
     for k in ref:
         assert losses[k].item() == pytest.approx(ref[k].item(), rel=2e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detector (tiny R-18 FPN, 32 channels)
+
+
+def _tiny_cfg(**overrides):
+    from common.config import get_cfg
+    from projects.AutoAssign.autoassign import add_autoassign_config
+
+    cfg = get_cfg()
+    add_autoassign_config(cfg)
+    cfg.merge_from_file("projects/AutoAssign/configs/autoassign.bccd.res18.yaml")
+    cfg.merge_from_list(["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.AUTOASSIGN.NUM_CONVS", "1",
+                         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"])
+    for k, v in overrides.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+def _tiny_model(**overrides):
+    from common.modeling import build_model
+
+    torch.manual_seed(0)
+    return build_model(_tiny_cfg(**overrides))
+
+
+def _batch(n_boxes=(2, 0), size=(96, 128)):
+    from common.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n in n_boxes:
+        inst = Instances(size)
+        xy = torch.rand(n, 2, generator=g) * 50
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 20], dim=1))
+        inst.gt_classes = torch.arange(n) % 3
+        out.append({"image": torch.randint(0, 256, (3, *size), generator=g).float(), "instances": inst})
+    return out
+
+
+def test_head_layout_and_init():
+    model = _tiny_model()
+    head = model.head
+    assert list(dict(model.named_parameters()))[:2] == ["mu", "sigma"]
+    assert model.mu.shape == (3, 2) and torch.all(model.mu == 0) and torch.all(model.sigma == 1)
+    assert isinstance(head.cls_subnet[1], torch.nn.GroupNorm) and isinstance(head.bbox_subnet[2], torch.nn.ReLU)
+    assert head.cls_score.bias.detach().allclose(torch.full((3,), math.log(0.02 / 0.98)))
+    assert torch.all(head.bbox_pred.bias == 4.0) and head.obj_score.out_channels == 1
+    assert abs(float(head.obj_score.weight.std()) - 0.01) < 0.003
+    assert model.backbone.top_block.p6.in_channels == 512  # P6 from C5 (R-18 res5)
+    assert [int(s.scale) for s in head.scales] == [1] * 5 and model.strides == [8, 16, 32, 64, 128]
+
+
+def test_locations_offset_zero_and_regression_in_pixels():
+    model = _tiny_model().eval()
+    feats = [torch.zeros(1, 32, 2, 3), torch.zeros(1, 32, 1, 2)]
+    locs = model.locations(feats)
+    torch.testing.assert_close(locs[0], torch.tensor([[0.0, 0], [8, 0], [16, 0], [0, 8], [8, 8], [16, 8]]))
+    torch.testing.assert_close(locs[1], torch.tensor([[0.0, 0], [16, 0]]))
+    feats = [torch.randn(1, 32, 4, 4) for _ in range(5)]
+    _, reg, _ = model.head(feats)
+    # all-zero tower output is impossible to force simply; check the scale: ReLU(x) * stride
+    with torch.no_grad():
+        raw = model.head.bbox_pred(model.head.bbox_subnet(feats[2]))
+    torch.testing.assert_close(reg[2], torch.relu(raw) * 32)
+
+
+def test_training_step_finite_with_empty_image_and_gradients():
+    model = _tiny_model().train()
+    losses = model(_batch((2, 0)))
+    assert set(losses) == {"loss_pos", "loss_neg", "loss_norm"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.mu.grad is not None and model.mu.grad.abs().sum() > 0
+    assert model.head.obj_score.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="MODEL.AUTOASSIGN.NUM_CLASSES"):
+        bad = _batch((1, 1))
+        bad[1]["instances"].gt_classes = torch.tensor([5])
+        model(bad)
+
+
+def test_inference_topk_then_threshold_without_clipping(monkeypatch):
+    import projects.AutoAssign.autoassign.detector as det
+
+    model = _tiny_model(**{"MODEL.AUTOASSIGN.TOPK_CANDIDATES_TEST": "7"}).eval()
+    seen = {}
+
+    def spy(boxes, scores, size, **kw):
+        seen.update(kw, boxes=boxes, scores=scores)
+        return real(boxes, scores, size, **kw)
+
+    real = det.dense_detection_postprocess
+    monkeypatch.setattr(det, "dense_detection_postprocess", spy)
+    with torch.no_grad():
+        out = model([{"image": torch.randint(0, 256, (3, 160, 192)).float(), "height": 320, "width": 384}])
+    assert seen["topk_mode"] == "pairs" and seen["clip"] is False and seen["nms_thresh"] == 0.6
+    assert seen["topk_candidates"] == 7 and seen["score_thresh"] == 0.05 and seen["max_detections"] == 100
+    # scores = sigmoid(cls) * sigmoid(obj); prior 0.02 and obj 0.5 at init -> about 0.01 < 0.05
+    assert all(float(s.max()) < 0.05 for s in seen["scores"])
+    inst = out[0]["instances"]
+    assert inst.image_size == (320, 384) and len(inst) == 0

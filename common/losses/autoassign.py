@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from common.modeling.box_regression import Box2BoxTransformLinear
+from common.utils import comm
 
 from .iou_loss import iou_loss
 
@@ -208,8 +209,6 @@ def autoassign_losses(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     temperature: float = 1.0 / 3.0,
-    num_gt: float | None = None,
-    num_background: float | None = None,
 ) -> Dict[str, torch.Tensor]:
     """AutoAssign's three losses for a batch (see the module docstring for the equations).
 
@@ -230,8 +229,9 @@ def autoassign_losses(
         focal_alpha: positive / negative balance (``FOCAL_LOSS_ALPHA`` 0.25).
         focal_gamma: exponent of the negative focal BCE (``FOCAL_LOSS_GAMMA`` 2.0).
         temperature: ``tau`` of the positive weights (1/3).
-        num_gt, num_background: the normalisers already averaged over processes (the caller
-            all-reduces); default: this batch's GT count and ``sum_{i, j in box} G_ij``.
+
+    The normalisers (the GT count and ``sum_{i, j in box} G_ij``) are summed over processes and
+    divided by the world size (``common.utils.comm``), as the code's ``all_reduce``.
 
     Returns:
         ``{"loss_pos", "loss_neg", "loss_norm"}`` scalars (the code's names), finite also for
@@ -267,10 +267,10 @@ def autoassign_losses(
 
         inbox_f = in_box.float()
         prior_sum = (prior * inbox_f).sum(dim=(1, 2))  # (B,)
-        if num_gt is None:
-            num_gt = float(gt_valid.sum())
-        if num_background is None:
-            num_background = float(prior_sum.detach().sum())
+        # The code's all_reduce + division by the world size (identity in one process).
+        world = comm.get_world_size()
+        num_gt = comm.all_reduce_sum(float(gt_valid.sum()), device=cls_logits.device) / world
+        num_background = comm.all_reduce_sum(float(prior_sum.detach().sum()), device=cls_logits.device) / world
         loss_pos = pos_losses.sum() / max(1.0, num_gt) * focal_alpha
 
         box2box = Box2BoxTransformLinear(normalize_by_size=False)

@@ -1,0 +1,1 @@
+"""AutoAssign project folder (package: ``autoassign``)."""
