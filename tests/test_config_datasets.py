@@ -141,3 +141,14 @@ def test_non_finite_box_is_reported_and_dropped_in_training_and_evaluation(tmp_p
     assert [a["id"] for a in evaluator._coco_api.dataset["annotations"]] == [101]
     assert evaluator._coco_api.getAnnIds(imgIds=[10]) == [101]
     assert "annotation id 100" in caplog.text
+
+
+def test_class_count_key_of_a_project_with_several_meta_architectures():
+    from projects.FCOS_VFNet.fcos_vfnet import add_fcos_vfnet_config
+
+    cfg = get_cfg()
+    add_fcos_vfnet_config(cfg)
+    for arch, key in [("FCOS", "MODEL.FCOS.NUM_CLASSES"), ("ATSS", "MODEL.ATSS.NUM_CLASSES"),
+                      ("VFNet", "MODEL.VFNET.NUM_CLASSES")]:
+        cfg.MODEL.META_ARCHITECTURE = arch
+        assert num_classes_key(cfg) == key

@@ -112,8 +112,9 @@ def num_classes_key(cfg: Any) -> Optional[str]:
     ]
     arch = str(cfg.MODEL.META_ARCHITECTURE).lower()
     if len(project_nodes) > 1:
-        named = [k for k in project_nodes if k.lower() == arch or arch.startswith(k.lower())]
-        project_nodes = named or project_nodes[:1]
+        exact = [k for k in project_nodes if k.lower() == arch]
+        prefix = sorted((k for k in project_nodes if arch.startswith(k.lower())), key=len, reverse=True)
+        project_nodes = exact or prefix or project_nodes[:1]
     if project_nodes:
         return "MODEL.{}.NUM_CLASSES".format(project_nodes[0])
     from common.modeling import META_ARCH_REGISTRY
