@@ -6,6 +6,8 @@
     python tools/benchmark.py --config-file projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml \
         --device cuda --data train SOLVER.IMS_PER_BATCH 2
     python tools/benchmark.py --evaluator datasets/coco/annotations/instances_val2017.json  # COCOeval backends
+    python tools/benchmark.py --config-file projects/FCOS_VFNet/configs/fcos.R_50_1x.yaml \
+        --torchvision-reference fcos_resnet50_fpn  # + torchvision's FCOS on the same images
 
 Project configs are found automatically: every ``projects/<Name>/<pkg>/config.py`` that defines an
 ``add_*_config`` function is imported as ``projects.<Name>.<pkg>`` (which also registers the
@@ -239,6 +241,85 @@ def benchmark_coco_evaluators(json_file: str, repeats: int = 3, seed: int = 0) -
     return rows
 
 
+# --------------------------------------------------------------------- torchvision speed reference
+TORCHVISION_REFERENCES = ("fcos_resnet50_fpn",)
+
+
+def _torchvision_fcos_resnet50_fpn(num_classes: int, h: int, w: int):
+    """torchvision's ``fcos_resnet50_fpn`` built as with pretrained weights (FrozenBN, 3 trainable
+    stages, P6/P7 from P5) but randomly initialised; its transform keeps ``h x w`` images as they are,
+    score threshold 0.05 as FCOS's."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3,
+                                     returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    return FCOS(backbone, num_classes, min_size=min(h, w), max_size=max(h, w), score_thresh=0.05)
+
+
+def benchmark_torchvision_reference(name: str, cfg, num_iter: int, warmup: int, skip_train: bool = False) -> dict:
+    """One table row for torchvision's ``name`` on the synthetic images of ``cfg`` (same size, boxes,
+    batch size, device and iteration counts as the project model): params, train it/s (SGD, lr 0.01),
+    inference ms/image at batch size 1.
+
+    Raises:
+        ValueError: ``name`` not in :data:`TORCHVISION_REFERENCES`.
+    """
+    if name not in TORCHVISION_REFERENCES:
+        raise ValueError(f"--torchvision-reference must be one of {TORCHVISION_REFERENCES}, got {name!r}")
+    device = torch.device(cfg.MODEL.DEVICE)
+    h, w = _test_hw(cfg)
+    torch.manual_seed(0)
+    model = _torchvision_fcos_resnet50_fpn(_num_classes(cfg), h, w).to(device)
+
+    def to_tv(batch):
+        images = [x["image"].to(device).float().flip(0) / 255.0 if cfg.INPUT.FORMAT == "BGR"
+                  else x["image"].to(device).float() / 255.0 for x in batch]
+        targets = [{"boxes": x["instances"].gt_boxes.tensor.to(device),
+                    "labels": x["instances"].gt_classes.to(device)} for x in batch]
+        return images, targets
+
+    train_its = None
+    if not skip_train:
+        batches = itertools.cycle([to_tv(synthetic_batch(cfg, cfg.SOLVER.IMS_PER_BATCH, seed=s)) for s in range(2)])
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+        start = 0.0
+        for i in range(warmup + num_iter):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            images, targets = next(batches)
+            losses = sum(model(images, targets).values())
+            optimizer.zero_grad()
+            losses.backward()
+            optimizer.step()
+        _sync(device)
+        train_its = num_iter / (time.perf_counter() - start)
+    model.eval()
+    inputs = [to_tv(synthetic_batch(cfg, 1, seed=s))[0] for s in (1, 2)]
+    with torch.no_grad():
+        for i in range(max(warmup, 1)):
+            model(inputs[i % 2])
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(num_iter):
+            model(inputs[i % 2])
+        _sync(device)
+    infer_ms = (time.perf_counter() - start) * 1000.0 / num_iter
+    return {
+        "config": f"torchvision {name} (random weights)",
+        "device": cfg.MODEL.DEVICE,
+        "input": f"{h}x{w}",
+        "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
+        "inference ms/img": round(infer_ms, 1),
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", default="", metavar="FILE", help="required except with --evaluator")
@@ -251,6 +332,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         help="project folder(s) whose add_*_config to apply (default: all)")
     parser.add_argument("--data", choices=["synthetic", "train"], default="synthetic")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--torchvision-reference", default="", choices=("",) + TORCHVISION_REFERENCES,
+                        help="also time this torchvision model on the same images (speed reference)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if args.evaluator:
@@ -286,6 +369,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "inference ms/img": round(infer_ms, 1),
     }
     print(tabulate([row], headers="keys", tablefmt="pipe"))
+    if args.torchvision_reference:
+        row["reference"] = benchmark_torchvision_reference(args.torchvision_reference, cfg, args.num_iter,
+                                                           max(args.warmup, 1), args.skip_train)
+        print(tabulate([row["reference"]], headers="keys", tablefmt="pipe"))
     return row
 
 
