@@ -284,3 +284,24 @@ def test_inference_topk_then_threshold_without_clipping(monkeypatch):
     assert all(float(s.max()) < 0.05 for s in seen["scores"])
     inst = out[0]["instances"]
     assert inst.image_size == (320, 384) and len(inst) == 0
+
+
+def test_benchmark_compares_autoassign_with_fcos_in_one_run():
+    import sys
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    sys.path.insert(0, str(tools))
+    import benchmark
+
+    out = benchmark.main([
+        "--config-file", "projects/FCOS_VFNet/configs/fcos.bccd.res18.yaml",
+        "--compare-config", "projects/AutoAssign/configs/autoassign.bccd.res18.yaml",
+        "--image-size", "128", "160", "--num-iter", "1", "--warmup", "0", "--device", "cpu", "--skip-train",
+        "SOLVER.IMS_PER_BATCH", "2", "MODEL.FPN.OUT_CHANNELS", "32",
+    ])
+    rows = out["rows"]
+    assert [r["config"] for r in rows] == ["fcos.bccd.res18.yaml", "autoassign.bccd.res18.yaml"]
+    assert all(r["input"] == "128x160" and r["train it/s (bs 2)"] == "-" and r["inference ms/img"] > 0 for r in rows)
+    # AutoAssign = FCOS head with objectness instead of centerness, plus mu/sigma and P6 from C5 (512 -> 32 channels)
+    assert rows[1]["params (M)"] - rows[0]["params (M)"] == pytest.approx((512 - 32) * 9 * 32 / 1e6, abs=0.011)
