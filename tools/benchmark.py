@@ -7,6 +7,8 @@
         --device cuda --data train SOLVER.IMS_PER_BATCH 2
     python tools/benchmark.py --evaluator datasets/coco/annotations/instances_val2017.json  # COCOeval backends
     python tools/benchmark.py --config-file projects/FCOS_VFNet/configs/fcos.R_50_1x.yaml \
+        --compare-config projects/AutoAssign/configs/autoassign.r50_fpn_1x.yaml --image-size 800 1333
+    python tools/benchmark.py --config-file projects/FCOS_VFNet/configs/fcos.R_50_1x.yaml \
         --torchvision-reference fcos_resnet50_fpn  # + torchvision's FCOS on the same images
 
 Project configs are found automatically: every ``projects/<Name>/<pkg>/config.py`` that defines an
@@ -109,7 +111,13 @@ def _num_classes(cfg) -> int:
     return int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
 
 
+# ``--image-size H W``: the synthetic image size instead of the test size with a 4:3 aspect.
+_IMAGE_SIZE: Optional[tuple] = None
+
+
 def _test_hw(cfg) -> tuple:
+    if _IMAGE_SIZE is not None:
+        return _IMAGE_SIZE
     short = cfg.INPUT.MIN_SIZE_TEST
     long = min(int(short * 4 / 3 + 0.5), cfg.INPUT.MAX_SIZE_TEST)
     return short, long
@@ -320,6 +328,35 @@ def benchmark_torchvision_reference(name: str, cfg, num_iter: int, warmup: int, 
     }
 
 
+def compare_configs(args, config_files: List[str]) -> List[dict]:
+    """Parameters, train it/s and inference ms/image of several configs in one run (same
+    process, device, image size, iterations and overrides), printed as one table."""
+    from tabulate import tabulate
+
+    from common.modeling import build_model
+
+    rows = []
+    for config_file in config_files:
+        cfg = setup_cfg(argparse.Namespace(**dict(vars(args), config_file=config_file)))
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        train_its = None
+        if not args.skip_train:
+            train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
+        h, w = _test_hw(cfg)
+        rows.append({
+            "config": Path(config_file).name,
+            "device": cfg.MODEL.DEVICE,
+            "input": f"{h}x{w}",
+            "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
+            "inference ms/img": round(benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1)), 1),
+        })
+        del model
+    print(tabulate(rows, headers="keys", tablefmt="pipe"))
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", default="", metavar="FILE", help="required except with --evaluator")
@@ -330,6 +367,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="overrides MODEL.DEVICE")
     parser.add_argument("--project", action="append", default=None,
                         help="project folder(s) whose add_*_config to apply (default: all)")
+    parser.add_argument("--compare-config", action="append", default=[], metavar="FILE",
+                        help="also benchmark FILE in the same run, one table row per config (e.g. AutoAssign next to FCOS)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="synthetic image size (default: the test size, 4:3), e.g. 800 1333")
     parser.add_argument("--data", choices=["synthetic", "train"], default="synthetic")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--torchvision-reference", default="", choices=("",) + TORCHVISION_REFERENCES,
@@ -344,6 +385,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         return {"evaluator": rows}
     if not args.config_file:
         parser.error("--config-file is required (unless --evaluator JSON)")
+    global _IMAGE_SIZE
+    _IMAGE_SIZE = tuple(args.image_size) if args.image_size else None
+    if args.compare_config:
+        return {"rows": compare_configs(args, [args.config_file] + args.compare_config)}
     if args.num_iter < 1 or args.warmup < 0:
         parser.error("--num-iter must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
