@@ -174,6 +174,13 @@ def test_empty_image_gives_finite_losses():
     assert torch.isfinite(logits.grad).all()
 
 
+def test_non_finite_predictions_give_nan_losses():
+    logits = _logit(P_CLS).clone()
+    logits[0, 1, 0] = float("nan")
+    losses = autoassign_losses(LOCS, STRIDES, logits, REG, _logit(P_OBJ), GT_BOXES, GT_CLASSES, GT_VALID, MU, SIGMA)
+    assert all(torch.isnan(v) for v in losses.values())
+
+
 def test_losses_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = autoassign_losses(LOCS, STRIDES, _logit(P_CLS).bfloat16(), REG.bfloat16(), _logit(P_OBJ).bfloat16(),

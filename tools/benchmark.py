@@ -330,7 +330,10 @@ def benchmark_torchvision_reference(name: str, cfg, num_iter: int, warmup: int, 
 
 def compare_configs(args, config_files: List[str]) -> List[dict]:
     """Parameters, train it/s and inference ms/image of several configs in one run (same
-    process, device, image size, iterations and overrides), printed as one table."""
+    process, device, image size, iterations and overrides), printed as one table.
+
+    Inference is timed first, on the initial weights (training from random weights at the
+    configs' learning rate may diverge, and NaN scores would leave post-processing nothing to do)."""
     from tabulate import tabulate
 
     from common.modeling import build_model
@@ -340,6 +343,7 @@ def compare_configs(args, config_files: List[str]) -> List[dict]:
         cfg = setup_cfg(argparse.Namespace(**dict(vars(args), config_file=config_file)))
         torch.manual_seed(0)
         model = build_model(cfg)
+        infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
         train_its = None
         if not args.skip_train:
             train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
@@ -350,7 +354,7 @@ def compare_configs(args, config_files: List[str]) -> List[dict]:
             "input": f"{h}x{w}",
             "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
-            "inference ms/img": round(benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1)), 1),
+            "inference ms/img": round(infer_ms, 1),
         })
         del model
     print(tabulate(rows, headers="keys", tablefmt="pipe"))

@@ -5,20 +5,20 @@ them (Megvii-BaseDetection/AutoAssign ``auto_assign.res50.fpn.coco.800size.1x/au
 
 For GT ``i`` of class ``c_i`` and location ``j`` (all FPN levels concatenated):
 
-* **centre prior** (paper Sec. 3.2 "Center Weighting", Eq. 5): ``G_ij = prod_{x,y} exp(-(d_ij - mu_c)^2
+* **centre prior** (paper Sec. 3.2 "Center Weighting", Eq. 2): ``G_ij = prod_{x,y} exp(-(d_ij - mu_c)^2
   / (2 sigma_c^2))`` with ``d_ij`` the offset of the location from the box centre **in units of the
   location's stride**; ``mu``, ``sigma`` ``(K, 2)`` are learnable (not normalised: no
   ``1/(sqrt(2 pi) sigma)``);
-* **confidence** (Sec. 3.3 Eq. 3-4): ``C_ij = P_cls(j, c_i) * P_obj(j) * P_loc(i, j)`` with
+* **confidence** (Sec. 3.3, Eq. 3-8): ``C_ij = P_cls(j, c_i) * P_obj(j) * P_loc(i, j)`` with
   ``P_loc = exp(-lambda * L_GIoU)``, ``lambda = 5`` (``REG_WEIGHT``), and cvpods' GIoU (no +1);
-* **positive weights** (Eq. 6, ``tau = 1/3``): ``w+_ij = exp(C_ij / tau) G_ij / sum_{j in box}
+* **positive weights** (Eq. 9-10, ``tau = 1/3``): ``w+_ij = exp(C_ij / tau) G_ij / sum_{j in box}
   exp(C_ij / tau) G_ij`` over the locations strictly inside box ``i``; the bag probability
   ``P+_i = sum_j w+_ij C_ij`` and ``L+_i = -log P+_i`` (torch BCE: ``log`` clamped at -100);
-* **negative weights** (Eq. 7, no gradient): ``v_ij = 1 / (1 - IoU_j)`` with ``IoU_j`` the best IoU
+* **negative weights** (Eq. 11, no gradient): ``v_ij = 1 / (1 - IoU_j)`` with ``IoU_j`` the best IoU
   of location ``j``'s predicted box with any GT of the image, min-max normalised over the in-box
   locations of each GT (``(v - min + 1e-12) / (max - min + 1e-12)``), written at
   ``(j, c_i)`` of a ``(R, K)`` map that is 0 elsewhere; ``w-_jk = 1 - map_jk``;
-* **negative loss** (code, not the paper): ``p = P_cls * P_obj * w-`` inside a focal BCE,
+* **negative loss** (code, not the paper's Eq. 12 ``-log(w- P-)``): ``p = P_cls * P_obj * w-`` inside a focal BCE,
   ``p^gamma * BCE(p, 0)``, ``gamma = 2``, summed over all locations and classes;
 * **normalisers and weights** (code): ``loss_pos = alpha * sum_i L+_i / max(1, #GT)``,
   ``loss_neg = (1 - alpha) * sum L- / max(1, sum_{i, j in box} G_ij)`` (the "num_background" of
@@ -82,7 +82,7 @@ def autoassign_target_deltas(locations: torch.Tensor, gt_boxes: torch.Tensor,
 
 def autoassign_center_prior(deltas: torch.Tensor, strides: torch.Tensor, gt_classes: torch.Tensor,
                             mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Category-wise Gaussian centre prior ``G_ij`` (paper Eq. 5; code ``normal_distribution``).
+    """Category-wise Gaussian centre prior ``G_ij`` (paper Eq. 2; code ``normal_distribution``).
 
     Args:
         deltas: ``(B, M, R, 4)`` ``(l, t, r, b)`` of :func:`autoassign_target_deltas` (pixels).
@@ -105,7 +105,7 @@ def autoassign_center_prior(deltas: torch.Tensor, strides: torch.Tensor, gt_clas
 
 def autoassign_positive_weights(confidence: torch.Tensor, in_box: torch.Tensor, prior: torch.Tensor,
                                 temperature: float = 1.0 / 3.0) -> torch.Tensor:
-    """Positive weights ``w+_ij`` (paper Eq. 6; code ``positive_bag_loss``).
+    """Positive weights ``w+_ij`` (paper Eq. 9-10; code ``positive_bag_loss``).
 
     Args:
         confidence: ``(..., R)`` joint confidence ``C_ij`` in [0, 1].
@@ -155,7 +155,7 @@ def _batched_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 def autoassign_negative_box_prob(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
                                  gt_valid: torch.Tensor, in_box: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``P(a_j in A+)`` per (location, class): the map whose complement is the negative weight
-    ``w-`` (paper Eq. 7; code ``pred_box_prob_per_image``). No gradient.
+    ``w-`` (paper Eq. 11; code ``pred_box_prob_per_image``). No gradient.
 
     Args:
         pred_boxes: ``(B, R, 4)`` XYXY_ABS predicted boxes of the locations.
@@ -235,7 +235,7 @@ def autoassign_losses(
 
     Returns:
         ``{"loss_pos", "loss_neg", "loss_norm"}`` scalars (the code's names), finite also for
-        images without GTs.
+        images without GTs; NaN when a prediction is not finite.
     """
     b, r, k = cls_logits.shape
     if box_regression.shape != (b, r, 4) or obj_logits.shape != (b, r) or locations.shape != (r, 2):
@@ -245,6 +245,11 @@ def autoassign_losses(
         )
     if mu.shape != (k, 2) or sigma.shape != (k, 2):
         raise ValueError(f"autoassign_losses: mu {tuple(mu.shape)} and sigma {tuple(sigma.shape)} must be ({k}, 2)")
+    # Diverged predictions give NaN losses (the trainer's "Loss became infinite or NaN" check) instead
+    # of binary_cross_entropy's range error; one reduction and one sync.
+    if not bool(torch.isfinite(cls_logits.float().sum() + box_regression.float().sum() + obj_logits.float().sum())):
+        nan = (cls_logits.float().sum() + box_regression.float().sum() + obj_logits.float().sum()) * float("nan")
+        return {"loss_pos": nan, "loss_neg": nan, "loss_norm": nan}
     device_type = cls_logits.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         cls_prob = cls_logits.float().sigmoid()  # (B, R, K)
