@@ -55,6 +55,24 @@ def test_star_offsets_sample_exactly_the_nine_star_points():
         assert out[0, 0, 5, 5].item() == r * w + c, f"tap {tap}"
 
 
+def test_non_finite_offsets_sample_zero_and_finite_ones_are_kept():
+    from projects.FCOS_VFNet.fcos_vfnet.vfnet import bound_offsets
+
+    feat = torch.ones(1, 1, 6, 6)
+    offset = torch.zeros(1, 18, 6, 6)
+    offset[:, :, 2, 2] = float("nan")
+    offset[:, :, 3, 3] = float("inf")
+    offset[:, 0, 4, 4] = -1e30
+    conv = DeformConv(1, 1, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        out = conv(feat, bound_offsets(offset))
+    assert out[0, 0, 2, 2] == 0 and out[0, 0, 3, 3] == 0 and out[0, 0, 4, 4] == 8  # one tap off the map
+    assert out[0, 0, 1, 1] == 9
+    finite = torch.randn(1, 18, 6, 6)
+    assert torch.equal(bound_offsets(finite), finite)
+
+
 def test_star_offset_gradient_multiplier():
     ltrb = torch.full((1, 4, 2, 2), 16.0, requires_grad=True)
     star_dcn_offset(ltrb, stride=8, gradient_mul=0.1)[:, 1].sum().backward()  # channel 1 = -l'

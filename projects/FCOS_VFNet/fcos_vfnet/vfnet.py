@@ -49,7 +49,7 @@ from common.structures import ImageList, Instances
 
 from .base import DenseDetector, valid_location_masks
 
-__all__ = ["VFNet", "VFNetHead", "aligned_box_iou", "star_dcn_offset"]
+__all__ = ["VFNet", "VFNetHead", "aligned_box_iou", "bound_offsets", "star_dcn_offset"]
 
 # Regular-grid positions (dy, dx) of the 3x3 taps, row-major: what deform_conv2d adds the offsets to.
 _DCN_BASE = torch.tensor([[dy, dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=torch.float32).reshape(-1)
@@ -82,6 +82,18 @@ def star_dcn_offset(ltrb: torch.Tensor, stride: int, gradient_mul: float = 0.1) 
     taps = [c for dy in dys for dx in dxs for c in (dy, dx)]
     offset = torch.stack(taps, dim=1)
     return offset - _DCN_BASE.to(offset)[None, :, None, None]
+
+
+def bound_offsets(offset: torch.Tensor) -> torch.Tensor:
+    """Make deformable-conv offsets finite without changing what they sample.
+
+    A diverging box prediction (``exp`` overflow) gives inf/NaN offsets; mmcv's CUDA kernel samples
+    0 there (its bounds test is false for NaN), while torchvision's CPU kernel reads out of bounds.
+    Offsets are clamped to +-(max(H, W) + 2) cells (still outside the map, so still 0) and NaN is sent
+    outside the map too.
+    """
+    bound = float(max(offset.shape[-2:]) + 2)
+    return torch.nan_to_num(offset, nan=bound, posinf=bound, neginf=-bound).clamp(-bound, bound)
 
 
 def aligned_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -133,7 +145,7 @@ class VFNetHead(nn.Module):
             cls_feat = self.cls_subnet(x)
             reg_feat = self.bbox_subnet(x)
             init = self.scales[level](self.bbox_pred(self.reg_conv(reg_feat))).float().exp() * denom
-            offset = star_dcn_offset(init, stride, self.gradient_mul).to(reg_feat.dtype)
+            offset = bound_offsets(star_dcn_offset(init, stride, self.gradient_mul)).to(reg_feat.dtype)
             reg_feat = F.relu(self.reg_refine_dconv(reg_feat, offset))
             refine = self.scales_refine[level](self.bbox_pred_refine(reg_feat)).float().exp() * init.detach()
             cls_feat = F.relu(self.cls_dconv(cls_feat, offset))
