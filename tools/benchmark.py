@@ -5,6 +5,7 @@
         --num-iter 5 --warmup 2 --device cpu
     python tools/benchmark.py --config-file projects/SparseRCNN/configs/sparsercnn.res50.100pro.3x.yaml \
         --device cuda --data train SOLVER.IMS_PER_BATCH 2
+    python tools/benchmark.py --config-file <cfg> --device cpu --skip-train --format onnx  # eager vs onnxruntime
     python tools/benchmark.py --evaluator datasets/coco/annotations/instances_val2017.json  # COCOeval backends
     python tools/benchmark.py --config-file projects/FCOS_VFNet/configs/fcos.R_50_1x.yaml \
         --compare-config projects/AutoAssign/configs/autoassign.r50_fpn_1x.yaml --image-size 800 1333
@@ -194,6 +195,38 @@ def _train_data(cfg, kind: str):
     return iter(build_detection_train_loader(cfg))
 
 
+@torch.no_grad()
+def benchmark_onnx(cfg, model, num_iter: int, warmup: int) -> dict:
+    """Milliseconds per image (batch 1, CPU) of the exported graph (``common.export.wrappers``:
+    backbone + head + top-k) in PyTorch eager and in onnxruntime, on the same synthetic input.
+
+    The model is exported to a temporary ``.onnx`` (``torch.onnx`` dynamo exporter). Both
+    runtimes use ``torch.get_num_threads()`` intra-op threads.
+    """
+    import tempfile
+
+    from common.export.export import OnnxRuntimeRunner, export_onnx
+    from common.export.wrappers import build_export_wrapper
+
+    model = model.cpu().eval()
+    wrapper = build_export_wrapper(model, cfg.MODEL.META_ARCHITECTURE)
+    sample = [{k: v for k, v in synthetic_batch(cfg, 1, seed=1)[0].items() if k != "instances"}]
+    inputs, _ = wrapper.preprocess(sample)
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = OnnxRuntimeRunner(export_onnx(wrapper, inputs, f"{tmp}/model.onnx"), num_threads=torch.get_num_threads())
+    timings = {}
+    for name, fn in (("eager", lambda: wrapper(*inputs)), ("onnxruntime", lambda: runner(*inputs))):
+        for _ in range(warmup):
+            fn()
+        start = time.perf_counter()
+        for _ in range(num_iter):
+            fn()
+        timings[name] = (time.perf_counter() - start) * 1000.0 / num_iter
+    return {"input": "x".join(str(v) for v in inputs[0].shape), "eager ms/img": round(timings["eager"], 1),
+            "onnxruntime ms/img": round(timings["onnxruntime"], 1),
+            "onnxruntime / eager": round(timings["onnxruntime"] / timings["eager"], 3)}
+
+
 def benchmark_coco_evaluators(json_file: str, repeats: int = 3, seed: int = 0) -> List[dict]:
     """Seconds of one box evaluation (loadRes + evaluate + accumulate + summarize) per COCOeval backend.
 
@@ -246,6 +279,39 @@ def benchmark_coco_evaluators(json_file: str, repeats: int = 3, seed: int = 0) -
     base = rows[0]["eval s (best of %d)" % repeats]
     for r in rows:
         r["speed-up"] = round(base / max(r["eval s (best of %d)" % repeats], 1e-9), 2)
+    return rows
+
+
+def compare_configs(args, config_files: List[str]) -> List[dict]:
+    """Parameters, train it/s and inference ms/image of several configs in one run (same
+    process, device, image size, iterations and overrides), printed as one table.
+
+    Inference is timed first, on the initial weights (training from random weights at the
+    configs' learning rate may diverge, and NaN scores would leave post-processing nothing to do)."""
+    from tabulate import tabulate
+
+    from common.modeling import build_model
+
+    rows = []
+    for config_file in config_files:
+        cfg = setup_cfg(argparse.Namespace(**dict(vars(args), config_file=config_file)))
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
+        train_its = None
+        if not args.skip_train:
+            train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
+        h, w = _test_hw(cfg)
+        rows.append({
+            "config": Path(config_file).name,
+            "device": cfg.MODEL.DEVICE,
+            "input": f"{h}x{w}",
+            "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
+            "inference ms/img": round(infer_ms, 1),
+        })
+        del model
+    print(tabulate(rows, headers="keys", tablefmt="pipe"))
     return rows
 
 
@@ -328,39 +394,6 @@ def benchmark_torchvision_reference(name: str, cfg, num_iter: int, warmup: int, 
     }
 
 
-def compare_configs(args, config_files: List[str]) -> List[dict]:
-    """Parameters, train it/s and inference ms/image of several configs in one run (same
-    process, device, image size, iterations and overrides), printed as one table.
-
-    Inference is timed first, on the initial weights (training from random weights at the
-    configs' learning rate may diverge, and NaN scores would leave post-processing nothing to do)."""
-    from tabulate import tabulate
-
-    from common.modeling import build_model
-
-    rows = []
-    for config_file in config_files:
-        cfg = setup_cfg(argparse.Namespace(**dict(vars(args), config_file=config_file)))
-        torch.manual_seed(0)
-        model = build_model(cfg)
-        infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
-        train_its = None
-        if not args.skip_train:
-            train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
-        h, w = _test_hw(cfg)
-        rows.append({
-            "config": Path(config_file).name,
-            "device": cfg.MODEL.DEVICE,
-            "input": f"{h}x{w}",
-            "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
-            "inference ms/img": round(infer_ms, 1),
-        })
-        del model
-    print(tabulate(rows, headers="keys", tablefmt="pipe"))
-    return rows
-
-
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", default="", metavar="FILE", help="required except with --evaluator")
@@ -379,6 +412,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--torchvision-reference", default="", choices=("",) + TORCHVISION_REFERENCES,
                         help="also time this torchvision model on the same images (speed reference)")
+    parser.add_argument("--format", choices=["pytorch", "onnx"], default="pytorch",
+                        help="onnx: also time the exported graph in PyTorch eager vs onnxruntime (CPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if args.evaluator:
@@ -422,6 +457,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         row["reference"] = benchmark_torchvision_reference(args.torchvision_reference, cfg, args.num_iter,
                                                            max(args.warmup, 1), args.skip_train)
         print(tabulate([row["reference"]], headers="keys", tablefmt="pipe"))
+    if args.format == "onnx":
+        row["onnx"] = benchmark_onnx(cfg, model, args.num_iter, max(args.warmup, 1))
+        print(tabulate([row["onnx"]], headers="keys", tablefmt="pipe"))
     return row
 
 
