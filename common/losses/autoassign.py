@@ -30,9 +30,13 @@ Where the code is not batch-independent or degenerates, this module says what it
 
 * a location inside several GTs of the same class gets the value of the **last** such GT in the
   image's annotation order (the code's sequential ``index_put`` on CPU; undefined on CUDA);
-* ``P_loc`` is set to 1 for pairs outside the box before the bag weights (the code computes it for
-  every pair and masks the weights; a spurious "IoU" of negative distances can overflow ``exp`` and
-  turn ``0 * inf`` into NaN there), which changes nothing where the code is finite;
+* ``L_loc`` is :func:`common.losses.iou_loss` (``smooth=False``) on ltrb distances. For pairs inside
+  the box (positive targets, non-negative predictions) it equals cvpods' ``iou_loss(box_mode="ltrb")``
+  for "giou" / "linear_iou"; cvpods also clamps the intersection at 0, which only matters outside
+  the box, where the distances are negative and the pairs are masked out of the bag in both codes.
+  Here ``L_loc`` is set to 0 there first (without cvpods' clamp a meaningless "IoU" of negative
+  distances could overflow ``exp`` and turn ``0 * inf`` into NaN). For "iou" cvpods clamps the IoU
+  at float32 eps before the log; this does not (only a zero-area prediction differs);
 * an image whose GTs contain no location at all gives ``loss_norm`` term 0 (the code divides by
   ``1e-12``: a constant ``~1e12`` without gradient); an image without GTs gives 0, as in the code.
 """
@@ -264,7 +268,7 @@ def autoassign_losses(
         loc_loss = iou_loss(reg[:, None].expand(b, m, r, 4).reshape(-1, 4), deltas.reshape(-1, 4),
                             loss_type=iou_loss_type, smooth=False, reduction="none").view(b, m, r)
         # Pairs outside the box are masked out of the bag; their "IoU" of ltrb distances with negative
-        # targets is meaningless (it can exceed 1 and overflow exp), so their loss is set to 0 first.
+        # targets is meaningless here (no intersection clamp as cvpods'), so their loss is set to 0 first.
         loc_loss = torch.where(in_box, loc_loss, torch.zeros_like(loc_loss))
         confidence = composed * torch.exp(-reg_weight * loc_loss)
         pos_losses = positive_bag_loss(confidence, in_box, prior, temperature)  # (B, M)
