@@ -23,8 +23,6 @@ warm-up, with ``torch.cuda.synchronize()`` around each timed region on GPU.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import itertools
 import sys
 import time
@@ -37,7 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from common.config import get_cfg  # noqa: E402
+from common.data import num_classes_key  # noqa: E402
+from common.export.project import project_config_adders, setup_project_cfg  # noqa: E402
 
 
 def discover_config_adders(projects: Optional[List[str]] = None) -> Dict[str, Callable]:
@@ -46,57 +45,23 @@ def discover_config_adders(projects: Optional[List[str]] = None) -> Dict[str, Ca
     Raises:
         ValueError: a name in ``projects`` has no config module.
     """
+    names = projects if projects is not None else sorted(p.name for p in (REPO_ROOT / "projects").iterdir() if p.is_dir())
+    missing = [n for n in names if not list((REPO_ROOT / "projects" / n).glob("*/config.py"))]
+    if missing:
+        raise ValueError(f"--project {sorted(missing)}: no projects/<Name>/<pkg>/config.py found")
     adders: Dict[str, Callable] = {}
-    found = set()
-    for cfg_file in sorted((REPO_ROOT / "projects").glob("*/*/config.py")):
-        name, pkg = cfg_file.parent.parent.name, cfg_file.parent.name
-        if projects is not None and name not in projects:
-            continue
-        found.add(name)
-        importlib.import_module(f"projects.{name}.{pkg}")  # registers the meta-architecture
-        module = importlib.import_module(f"projects.{name}.{pkg}.config")
-        for fn_name, fn in inspect.getmembers(module, inspect.isfunction):
-            if fn_name.startswith("add_") and fn_name.endswith("_config") and fn.__module__ == module.__name__:
-                adders[f"{name}.{pkg}.{fn_name}"] = fn
-    if projects is not None and set(projects) - found:
-        raise ValueError(f"--project {sorted(set(projects) - found)}: no projects/<Name>/<pkg>/config.py found")
+    for name in names:
+        for fn in project_config_adders(REPO_ROOT / "projects" / name):
+            adders[f"{name}.{fn.__module__.split('.')[2]}.{fn.__name__}"] = fn
     return adders
 
 
-def _added_nodes(adder: Callable) -> set:
-    """Dotted names of the config nodes/keys ``adder`` creates on a default config."""
-    base, cfg = get_cfg(), get_cfg()
-    adder(cfg)
-
-    def walk(node, ref, prefix):
-        out = set()
-        for k, v in node.items():
-            if ref is None or k not in ref:
-                out.add(prefix + k)
-            elif hasattr(v, "items") and hasattr(ref[k], "items"):
-                out |= walk(v, ref[k], prefix + k + ".")
-        return out
-
-    return walk(cfg, base, "")
-
-
-def _has_key(cfg, dotted: str) -> bool:
-    node = cfg
-    for part in dotted.split("."):
-        if not hasattr(node, "items") or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def setup_cfg(args):
-    cfg = get_cfg()
-    for name, adder in discover_config_adders(args.project).items():
-        if all(_has_key(cfg, k) for k in _added_nodes(adder)):
-            continue  # everything it adds is already there (e.g. added by another project)
-        adder(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    """The config's own project adders (or those of ``--project``), the file, the opts."""
+    dirs = [REPO_ROOT / "projects" / n for n in args.project] if args.project else None
+    if args.project:
+        discover_config_adders(args.project)  # clear error for an unknown name
+    cfg = setup_project_cfg(args.config_file, args.opts, freeze=False, project_dirs=dirs)
     if args.device:
         cfg.MODEL.DEVICE = args.device
     cfg.MODEL.WEIGHTS = ""  # speed does not depend on weights; avoids downloads
@@ -105,11 +70,11 @@ def setup_cfg(args):
 
 
 def _num_classes(cfg) -> int:
-    arch = cfg.MODEL.META_ARCHITECTURE.lower()
-    for key, node in cfg.MODEL.items():
-        if hasattr(node, "items") and key.lower() == arch and "NUM_CLASSES" in node:
-            return int(node.NUM_CLASSES)
-    return int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    key = num_classes_key(cfg)
+    node = cfg
+    for part in (key or "MODEL.ROI_HEADS.NUM_CLASSES").split("."):
+        node = node[part]
+    return int(node)
 
 
 # ``--image-size H W``: the synthetic image size instead of the test size with a 4:3 aspect.
@@ -403,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations before timing")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="overrides MODEL.DEVICE")
     parser.add_argument("--project", action="append", default=None,
-                        help="project folder(s) whose add_*_config to apply (default: all)")
+                        help="project folder(s) whose add_*_config to apply (default: the config's own project)")
     parser.add_argument("--compare-config", action="append", default=[], metavar="FILE",
                         help="also benchmark FILE in the same run, one table row per config (e.g. AutoAssign next to FCOS)")
     parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),

@@ -29,6 +29,7 @@ from common.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, Te
 from common.utils.logger import setup_logger
 
 from . import hooks
+from .plot_hook import PlotMetricsHook
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -564,7 +565,7 @@ class DefaultTrainer(TrainerBase):
     def build_hooks(self) -> List[Optional[HookBase]]:
         """IterationTimer, LRScheduler, PreciseBN (if enabled), PeriodicCheckpointer (main
         process), EvalHook (``TEST.EVAL_PERIOD`` and at the end), PeriodicWriter (main process,
-        every 20 iterations)."""
+        every 20 iterations), PlotMetricsHook (main process: ``OUTPUT_DIR/curves.png``)."""
         cfg = self.cfg.clone()
         cfg.defrost()
         cfg.DATALOADER.NUM_WORKERS = 0  # PreciseBN's loader: save memory and start-up time
@@ -591,6 +592,8 @@ class DefaultTrainer(TrainerBase):
         if comm.is_main_process():
             # After evaluation, so that its results are written too.
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+            # After the writer: curves.png from metrics.json after each evaluation and at the end.
+            ret.append(PlotMetricsHook(self.cfg.OUTPUT_DIR))
         return ret
 
     def build_writers(self) -> List[EventWriter]:
@@ -678,7 +681,7 @@ class DefaultTrainer(TrainerBase):
 
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return COCOEvaluator(dataset_name, output_dir=output_folder, backend=cfg.TEST.get("EVALUATOR_BACKEND", "auto"))
 
     @classmethod
     def test(cls, cfg: Any, model: torch.nn.Module, evaluators: Any = None) -> Dict[str, Any]:

@@ -46,11 +46,14 @@ def project_config_adders(project_dir: Optional[Path] = None) -> List[Callable[[
     return adders
 
 
-def setup_project_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> Any:
+def setup_project_cfg(
+    config_file: str, opts: Sequence[str] = (), freeze: bool = True, project_dirs: Optional[Sequence[Path]] = None
+) -> Any:
     """``get_cfg()`` + the project's config adders + ``config_file`` + ``opts``.
 
-    The project is the one holding ``config_file``; for a config outside ``projects/`` the adders
-    of every project are applied (those adding keys that already exist are skipped).
+    The project is the one holding ``config_file`` (or the given ``project_dirs``); for a config
+    outside ``projects/`` the adders of every project are applied (those adding keys that already
+    exist are skipped).
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
@@ -61,7 +64,11 @@ def setup_project_cfg(config_file: str, opts: Sequence[str] = (), freeze: bool =
     if not Path(config_file).is_file():
         raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
     cfg = get_cfg()
-    for add in project_config_adders(project_dir_of(config_file)):
+    if project_dirs is None:
+        adders = project_config_adders(project_dir_of(config_file))
+    else:
+        adders = [a for d in project_dirs for a in project_config_adders(Path(d))]
+    for add in adders:
         added = _added_keys(add)
         if added and all(_has_key(cfg, k) for k in added):
             continue  # e.g. a node another project's adder created already
