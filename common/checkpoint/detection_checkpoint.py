@@ -301,8 +301,14 @@ class DetectionCheckpointer(Checkpointer):
         self._last_loaded_keys = set(data.keys())
         return data
 
+    def _is_torch_save(self, filename: str) -> bool:
+        from .formats.cornernet import is_torch_save_file
+
+        with self.path_manager.open(filename, "rb") as f:
+            return is_torch_save_file(f)
+
     def _read_file(self, filename: str) -> Dict[str, Any]:
-        if filename.endswith(".pkl"):
+        if filename.endswith(".pkl") and not self._is_torch_save(filename):  # CornerNet's .pkl are torch.save files
             with self.path_manager.open(filename, "rb") as f:
                 data = load_weights_pickle(f, source=filename, unsafe=not self.weights_only)
             if not isinstance(data, dict):

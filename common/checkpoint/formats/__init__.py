@@ -117,3 +117,4 @@ def recognize_checkpoint(
 from . import torchvision_resnet  # noqa: E402,F401
 from . import centernet  # noqa: E402,F401
 from . import maskrcnn_benchmark, mmdet  # noqa: E402,F401
+from . import cornernet  # noqa: E402,F401
