@@ -359,6 +359,42 @@ def benchmark_torchvision_reference(name: str, cfg, num_iter: int, warmup: int, 
     }
 
 
+# --------------------------------------------------------------------- corner pooling (CornerNet)
+def benchmark_corner_pool(shape=(4, 128, 128, 128), repeats: int = 3, device: str = "cpu") -> List[dict]:
+    """Forward + backward time of :func:`common.ops.top_pool` (``torch.cummax`` with the authors'
+    arg-max backward) against a naive loop over rows (``out[i] = max(x[i], out[i + 1])``, the
+    authors' C++ forward, autograd through ``torch.maximum``), on an ``(N, C, H, W)`` random map
+    (default: one CornerNet pooling branch at 511x511 input, batch 4). Best of ``repeats``, ms."""
+    from tabulate import tabulate
+
+    from common.ops import top_pool
+
+    def naive(x):
+        rows = [x[:, :, -1]]
+        for i in range(x.shape[2] - 2, -1, -1):
+            rows.append(torch.maximum(x[:, :, i], rows[-1]))
+        return torch.stack(rows[::-1], 2)
+
+    x0 = torch.randn(*shape, device=device)
+    rows = []
+    for name, fn in (("common.ops.top_pool", top_pool), ("naive row loop", naive)):
+        times = []
+        for _ in range(repeats + 1):
+            x = x0.clone().requires_grad_(True)
+            _sync(x.device)
+            start = time.perf_counter()
+            fn(x).sum().backward()
+            _sync(x.device)
+            times.append(time.perf_counter() - start)
+        rows.append({"pool": name, "shape": "x".join(map(str, shape)), "device": device,
+                     "fwd+bwd ms (best)": round(1000 * min(times[1:]), 2)})
+    base = rows[1]["fwd+bwd ms (best)"]
+    for r in rows:
+        r["speed-up"] = round(base / max(r["fwd+bwd ms (best)"], 1e-9), 2)
+    print(tabulate(rows, headers="keys", tablefmt="pipe"))
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", default="", metavar="FILE", help="required except with --evaluator")
@@ -375,12 +411,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         help="synthetic image size (default: the test size, 4:3), e.g. 800 1333")
     parser.add_argument("--data", choices=["synthetic", "train"], default="synthetic")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--corner-pool", action="store_true", help="corner pooling fwd+bwd vs a naive loop (CornerNet)")
     parser.add_argument("--torchvision-reference", default="", choices=("",) + TORCHVISION_REFERENCES,
                         help="also time this torchvision model on the same images (speed reference)")
     parser.add_argument("--format", choices=["pytorch", "onnx"], default="pytorch",
                         help="onnx: also time the exported graph in PyTorch eager vs onnxruntime (CPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    if args.corner_pool:
+        return {"rows": benchmark_corner_pool(device=args.device or "cpu")}
     if args.evaluator:
         from tabulate import tabulate
 
