@@ -13,7 +13,7 @@ from common.config import configurable
 from . import detection_utils as utils
 from . import transforms as T
 
-__all__ = ["DatasetMapper"]
+__all__ = ["DatasetMapper", "ObjectListDatasetMapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +149,54 @@ class DatasetMapper:
                 use_keypoint=self.use_keypoint,
             )
         return dataset_dict
+
+
+class ObjectListDatasetMapper(DatasetMapper):
+    """:class:`DatasetMapper` that, in training, applies the keypoint-heatmap detectors' rules to
+    an image's object list before the usual mapping: crowd annotations are ordinary objects
+    (``keep_crowd``) or dropped, and only the first ``max_objects`` annotations in file order are
+    used (0 = all). Sources: xingyizhou/CenterNet ``src/lib/datasets/sample/ctdet.py``
+    (``max_objs = 128``, all annotations of ``getAnnIds``); princeton-vl/CornerNet
+    ``sample/coco.py`` (``max_tag_len = 128``).
+
+    Subclasses set :attr:`config_node` (e.g. ``"INPUT.CENTERNET"``), whose ``KEEP_CROWD`` and
+    ``MAX_OBJECTS`` keys ``from_config`` reads.
+
+    Raises:
+        ValueError: ``max_objects < 0`` (names ``<config_node>.MAX_OBJECTS``).
+    """
+
+    config_node: str = ""
+
+    @configurable
+    def __init__(self, is_train: bool, *, keep_crowd: bool = True, max_objects: int = 128, **kwargs):
+        super().__init__(is_train, **kwargs)
+        if max_objects < 0:
+            raise ValueError(f"{self.config_node or 'max_objects'}.MAX_OBJECTS must be >= 0, got {max_objects}")
+        self.keep_crowd = bool(keep_crowd)
+        self.max_objects = int(max_objects)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        ret = super().from_config(cfg, is_train)
+        node = cfg
+        for part in cls.config_node.split(".") if cls.config_node else ():
+            node = node[part]
+        if cls.config_node:
+            ret["keep_crowd"] = bool(node.KEEP_CROWD)
+            ret["max_objects"] = int(node.MAX_OBJECTS)
+        return ret
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        if self.is_train and "annotations" in dataset_dict:
+            dataset_dict = copy.copy(dataset_dict)
+            annos = [dict(a) for a in dataset_dict["annotations"]]
+            if self.keep_crowd:
+                for a in annos:
+                    a["iscrowd"] = 0
+            else:
+                annos = [a for a in annos if a.get("iscrowd", 0) == 0]
+            if self.max_objects > 0:
+                annos = annos[: self.max_objects]
+            dataset_dict["annotations"] = annos
+        return super().__call__(dataset_dict)

@@ -22,7 +22,7 @@ Coordinates: the same matrix maps image pixels and box corners (the authors' con
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -31,6 +31,11 @@ from fvcore.transforms.transform import Transform
 from .augmentation import Augmentation
 
 __all__ = [
+    "COCO_EIG_VAL",
+    "COCO_EIG_VEC",
+    "COCO_BGR_PIXEL_MEAN",
+    "COCO_BGR_PIXEL_STD",
+    "flip_and_color_augmentations",
     "AffineTransform",
     "ColorJitterLighting",
     "ColorJitterLightingTransform",
@@ -130,6 +135,19 @@ def _get_border(border: int, size: int) -> int:
     while size - border // i <= border // i:
         i *= 2
     return border // i
+
+
+# COCO statistics of the keypoint detectors' code (xingyizhou/CenterNet
+# ``src/lib/datasets/dataset/coco.py``; princeton-vl/CornerNet ``db/coco.py``): the PCA of the
+# pixel colours in BGR order, /255 units, for the lighting noise, and the BGR mean/std in 0-255.
+COCO_EIG_VAL = [0.2141788, 0.01817699, 0.00341571]
+COCO_EIG_VEC = [
+    [-0.58752847, -0.69563484, 0.41340352],
+    [-0.5832747, 0.00994535, -0.81221408],
+    [-0.56089297, 0.71832671, 0.41158938],
+]
+COCO_BGR_PIXEL_MEAN = [104.01362, 114.03422, 119.91659]  # 255 * [0.40789654, 0.44719302, 0.47026115]
+COCO_BGR_PIXEL_STD = [73.60276, 69.89082, 70.91508]  # 255 * [0.28863828, 0.27408164, 0.27809835]
 
 
 class RandomCenterAffine(Augmentation):
@@ -287,3 +305,26 @@ class ColorJitterLighting(Augmentation):
         if self.image_format == "RGB":
             lighting = lighting[::-1].copy()
         return ColorJitterLightingTransform(order, alphas, lighting, self.image_format)
+
+
+def flip_and_color_augmentations(cfg, node) -> List["Augmentation"]:
+    """The flip (``INPUT.RANDOM_FLIP``) and colour jitter + PCA lighting (``node.COLOR_AUG``,
+    ``EIG_VAL``, ``EIG_VEC``, ``COLOR_JITTER``, ``LIGHTING_STD``) that follow the crop in CenterNet's
+    and CornerNet's training augmentation (xingyizhou/CenterNet ``ctdet.py``; princeton-vl/CornerNet
+    ``sample/coco.py``).
+
+    Raises:
+        ValueError: ``INPUT.RANDOM_FLIP`` not in none / horizontal / vertical.
+    """
+    from .augmentation_impl import RandomFlip
+
+    augs: List[Any] = []
+    flip = cfg.INPUT.RANDOM_FLIP
+    if flip not in ("none", "horizontal", "vertical"):
+        raise ValueError(f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}")
+    if flip != "none":
+        augs.append(RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    if node.COLOR_AUG:
+        augs.append(ColorJitterLighting(node.EIG_VAL, node.EIG_VEC, float(node.COLOR_JITTER),
+                                        float(node.LIGHTING_STD), cfg.INPUT.FORMAT))
+    return augs

@@ -7,6 +7,7 @@ and ``src/lib/datasets/sample/ctdet.py`` (augmentation).
 from __future__ import annotations
 
 from common.config import CfgNode as CN
+from common.data.transforms.centernet_aug import COCO_BGR_PIXEL_MEAN, COCO_BGR_PIXEL_STD, COCO_EIG_VAL, COCO_EIG_VEC
 from common.modeling.backbone.dla import add_dla_config
 from common.modeling.backbone.hourglass import add_hourglass_config
 from common.modeling.backbone.resnet_deconv import add_resnet_deconv_config
@@ -77,16 +78,12 @@ def add_centernet_config(cfg: CN) -> None:
     i.MAX_OBJECTS = 128  # 0: no cap
     i.COLOR_JITTER = 0.4  # brightness/contrast/saturation alpha = 1 + U(-0.4, 0.4)
     i.LIGHTING_STD = 0.1
-    # COCO PCA of the pixel colours in BGR order, /255 units ([XZ] coco.py _eig_val / _eig_vec).
-    i.EIG_VAL = [0.2141788, 0.01817699, 0.00341571]
-    i.EIG_VEC = [
-        [-0.58752847, -0.69563484, 0.41340352],
-        [-0.5832747, 0.00994535, -0.81221408],
-        [-0.56089297, 0.71832671, 0.41158938],
-    ]
+    # COCO PCA of the pixel colours in BGR order, /255 units (_eig_val / _eig_vec of the authors).
+    i.EIG_VAL = list(COCO_EIG_VAL)
+    i.EIG_VEC = [list(v) for v in COCO_EIG_VEC]
 
-    cfg.MODEL.PIXEL_MEAN = [104.01362, 114.03422, 119.91659]  # 255 * [0.40789654, 0.44719302, 0.47026115]
-    cfg.MODEL.PIXEL_STD = [73.60276, 69.89082, 70.91508]  # 255 * [0.28863828, 0.27408164, 0.27809835]
+    cfg.MODEL.PIXEL_MEAN = list(COCO_BGR_PIXEL_MEAN)
+    cfg.MODEL.PIXEL_STD = list(COCO_BGR_PIXEL_STD)
     cfg.INPUT.FORMAT = "BGR"
     cfg.INPUT.MIN_SIZE_TEST = 512
     cfg.INPUT.MAX_SIZE_TEST = 512

@@ -16,12 +16,11 @@ model warps the original image.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List
 
-from common.config import configurable
-from common.data import DatasetMapper
+from common.data.dataset_mapper import ObjectListDatasetMapper
 from common.data import transforms as T
+from common.data.transforms.centernet_aug import flip_and_color_augmentations
 
 __all__ = ["CenterNetDatasetMapper", "build_centernet_augmentation"]
 
@@ -41,18 +40,11 @@ def build_centernet_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         T.RandomCenterAffine(tuple(c.TRAIN_SIZE), tuple(c.SCALES), int(c.BORDER), bool(c.RANDOM_CROP),
                              float(c.SHIFT), float(c.SCALE))
     ]
-    flip = cfg.INPUT.RANDOM_FLIP
-    if flip not in ("none", "horizontal", "vertical"):
-        raise ValueError(f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}")
-    if flip != "none":
-        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
-    if c.COLOR_AUG:
-        augs.append(T.ColorJitterLighting(c.EIG_VAL, c.EIG_VEC, float(c.COLOR_JITTER), float(c.LIGHTING_STD),
-                                          cfg.INPUT.FORMAT))
+    augs += flip_and_color_augmentations(cfg, c)
     return augs
 
 
-class CenterNetDatasetMapper(DatasetMapper):
+class CenterNetDatasetMapper(ObjectListDatasetMapper):
     """:class:`DatasetMapper` with :func:`build_centernet_augmentation`; ``CenterNetDatasetMapper(cfg, is_train)``.
 
     Output as DatasetMapper; in training ``image`` is a float32 ``(3, h, w)`` tensor (colour
@@ -63,33 +55,10 @@ class CenterNetDatasetMapper(DatasetMapper):
     the first ``max_objects`` annotations of the image (after the crowd filter; 0 = all).
     """
 
-    @configurable
-    def __init__(self, is_train: bool, *, keep_crowd: bool = True, max_objects: int = 128, **kwargs):
-        super().__init__(is_train, **kwargs)
-        if max_objects < 0:
-            raise ValueError(f"INPUT.CENTERNET.MAX_OBJECTS must be >= 0, got {max_objects}")
-        self.keep_crowd = bool(keep_crowd)
-        self.max_objects = int(max_objects)
+    config_node = "INPUT.CENTERNET"
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = build_centernet_augmentation(cfg, is_train)
-        ret["keep_crowd"] = bool(cfg.INPUT.CENTERNET.KEEP_CROWD)
-        ret["max_objects"] = int(cfg.INPUT.CENTERNET.MAX_OBJECTS)
         return ret
-
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
-        """As :meth:`DatasetMapper.__call__`, with the authors' crowd and object-count handling."""
-        if self.is_train and "annotations" in dataset_dict:
-            dataset_dict = copy.copy(dataset_dict)
-            annos = [dict(a) for a in dataset_dict["annotations"]]
-            if self.keep_crowd:
-                for a in annos:
-                    a["iscrowd"] = 0
-            else:
-                annos = [a for a in annos if a.get("iscrowd", 0) == 0]
-            if self.max_objects > 0:
-                annos = annos[: self.max_objects]
-            dataset_dict["annotations"] = annos
-        return super().__call__(dataset_dict)

@@ -16,13 +16,11 @@ the model pads each image centred to ``(H | 127) x (W | 127)``.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List
 
-from common.config import configurable
-from common.data import DatasetMapper
+from common.data.dataset_mapper import ObjectListDatasetMapper
 from common.data import transforms as T
-from common.data.transforms.centernet_aug import CornerNetRandomCrop
+from common.data.transforms.centernet_aug import CornerNetRandomCrop, flip_and_color_augmentations
 
 __all__ = ["CornerNetDatasetMapper", "build_cornernet_augmentation"]
 
@@ -41,18 +39,11 @@ def build_cornernet_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     augs: List[T.Augmentation] = [
         CornerNetRandomCrop(tuple(c.TRAIN_SIZE), tuple(c.SCALES), int(c.BORDER), bool(c.RANDOM_CROP))
     ]
-    flip = cfg.INPUT.RANDOM_FLIP
-    if flip not in ("none", "horizontal", "vertical"):
-        raise ValueError(f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}")
-    if flip != "none":
-        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
-    if c.COLOR_AUG:
-        augs.append(T.ColorJitterLighting(c.EIG_VAL, c.EIG_VEC, float(c.COLOR_JITTER), float(c.LIGHTING_STD),
-                                          cfg.INPUT.FORMAT))
+    augs += flip_and_color_augmentations(cfg, c)
     return augs
 
 
-class CornerNetDatasetMapper(DatasetMapper):
+class CornerNetDatasetMapper(ObjectListDatasetMapper):
     """:class:`DatasetMapper` with :func:`build_cornernet_augmentation`;
     ``CornerNetDatasetMapper(cfg, is_train)``. In training ``image`` is a float32 ``(3, h, w)``
     tensor of ``INPUT.CORNERNET.TRAIN_SIZE`` (colour jitter unclipped, as the authors).
@@ -61,33 +52,10 @@ class CornerNetDatasetMapper(DatasetMapper):
     (``INPUT.CORNERNET.MAX_OBJECTS``; 0 = all).
     """
 
-    @configurable
-    def __init__(self, is_train: bool, *, keep_crowd: bool = True, max_objects: int = 128, **kwargs):
-        super().__init__(is_train, **kwargs)
-        if max_objects < 0:
-            raise ValueError(f"INPUT.CORNERNET.MAX_OBJECTS must be >= 0, got {max_objects}")
-        self.keep_crowd = bool(keep_crowd)
-        self.max_objects = int(max_objects)
+    config_node = "INPUT.CORNERNET"
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = build_cornernet_augmentation(cfg, is_train)
-        ret["keep_crowd"] = bool(cfg.INPUT.CORNERNET.KEEP_CROWD)
-        ret["max_objects"] = int(cfg.INPUT.CORNERNET.MAX_OBJECTS)
         return ret
-
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
-        """As :meth:`DatasetMapper.__call__`, with the authors' crowd and object-count handling."""
-        if self.is_train and "annotations" in dataset_dict:
-            dataset_dict = copy.copy(dataset_dict)
-            annos = [dict(a) for a in dataset_dict["annotations"]]
-            if self.keep_crowd:
-                for a in annos:
-                    a["iscrowd"] = 0
-            else:
-                annos = [a for a in annos if a.get("iscrowd", 0) == 0]
-            if self.max_objects > 0:
-                annos = annos[: self.max_objects]
-            dataset_dict["annotations"] = annos
-        return super().__call__(dataset_dict)
