@@ -28,7 +28,7 @@ from .backbone import (  # noqa: F401
 from .meta_arch import META_ARCH_REGISTRY, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess
-from .preprocessing import register_pixel_stats
+from .preprocessing import normalize_and_pad, register_pixel_stats
 
 __all__ = [
     "BACKBONE_REGISTRY",

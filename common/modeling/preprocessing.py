@@ -1,10 +1,14 @@
 """Input normalisation shared by the meta-architectures (detectron2 keeps it inline in each)."""
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import nn
 
-__all__ = ["register_pixel_stats"]
+from common.structures import ImageList
+
+__all__ = ["normalize_and_pad", "register_pixel_stats"]
 
 
 def register_pixel_stats(module: nn.Module, cfg) -> None:
@@ -24,3 +28,11 @@ def register_pixel_stats(module: nn.Module, cfg) -> None:
         raise ValueError(f"MODEL.PIXEL_STD {std} has a zero entry")
     module.register_buffer("pixel_mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
     module.register_buffer("pixel_std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+
+
+def normalize_and_pad(module: nn.Module, batched_inputs: List[dict], size_divisibility: int) -> ImageList:
+    """``(image - pixel_mean) / pixel_std`` of each input's ``"image"`` (``(C, H, W)``, 0-255, on
+    ``module.pixel_mean``'s device), padded bottom/right with 0 to a common size that is a multiple
+    of ``size_divisibility`` (detectron2's ``preprocess_image``)."""
+    images = [(x["image"].to(module.pixel_mean.device) - module.pixel_mean) / module.pixel_std for x in batched_inputs]
+    return ImageList.from_tensors(images, size_divisibility)

@@ -23,7 +23,13 @@ from torch import nn
 from common.config import configurable
 from common.layers import ShapeSpec
 from common.losses.autoassign import autoassign_losses
-from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
+from common.modeling import (
+    META_ARCH_REGISTRY,
+    build_backbone,
+    detector_postprocess,
+    normalize_and_pad,
+    register_pixel_stats,
+)
 from common.modeling.box_regression import Box2BoxTransformLinear
 from common.modeling.dense_head import (
     Scale,
@@ -141,8 +147,7 @@ class AutoAssign(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
         """Normalise with ``MODEL.PIXEL_MEAN/STD`` and pad to the backbone's size divisibility."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_pad(self, batched_inputs, self.backbone.size_divisibility)
 
     def locations(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         """Per level ``(H_l W_l, 2)`` ``(j*s, i*s)`` (cvpods ``ShiftGenerator``, offset 0)."""

@@ -8,7 +8,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from common.modeling import detector_postprocess, register_pixel_stats
+from common.modeling import detector_postprocess, normalize_and_pad, register_pixel_stats
 from common.structures import ImageList, Instances
 
 __all__ = ["DenseDetector", "valid_location_masks"]
@@ -56,8 +56,7 @@ class DenseDetector(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
         """Normalise with ``MODEL.PIXEL_MEAN/STD`` and pad to the backbone's size divisibility."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_pad(self, batched_inputs, self.backbone.size_divisibility)
 
     def forward(self, batched_inputs: List[dict]):
         """See the class docstring.

@@ -11,7 +11,13 @@ from torch import nn
 from common.assigners import MinCostMatcher
 from common.layers import batched_nms
 from common.losses import set_targets_from_instances, weighted_losses
-from common.modeling import META_ARCH_REGISTRY, build_backbone, detector_postprocess, register_pixel_stats
+from common.modeling import (
+    META_ARCH_REGISTRY,
+    build_backbone,
+    detector_postprocess,
+    normalize_and_pad,
+    register_pixel_stats,
+)
 from common.structures import Boxes, ImageList, Instances
 
 from .head import build_onenet_head
@@ -99,8 +105,7 @@ class OneNet(nn.Module):
         """Normalise each image and pad the batch (bottom/right, value 0) to a multiple of
         :attr:`size_divisibility` = lcm(``backbone.size_divisibility``, 32 for the CenterNet head's
         deconv neck): 32 for every config of the authors (their hard-coded value)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalize_and_pad(self, batched_inputs, self.size_divisibility)
 
     def forward(self, batched_inputs: List[dict]):
         """See the class docstring."""
