@@ -77,8 +77,9 @@ def test_released_checkpoint_loads_exactly(name, tmp_path, caplog):
     path = tmp_path / f"{name}.pth"
     theirs = _authors_checkpoint(name, kind, path)
     cfg = _cfg(config)
-    assert (cfg.INPUT.FORMAT, list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD),
-            cfg.MODEL.RESNETS.STRIDE_IN_1X1) == pytest.approx(CONVENTIONS[kind])
+    fmt_in, mean, std, stride_in_1x1 = CONVENTIONS[kind]
+    assert (cfg.INPUT.FORMAT, cfg.MODEL.RESNETS.STRIDE_IN_1X1) == (fmt_in, stride_in_1x1)
+    assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx(mean) and list(cfg.MODEL.PIXEL_STD) == pytest.approx(std)
     model = build_model(cfg)
     ours = model.state_dict()
     checkpointer = DetectionCheckpointer(model)

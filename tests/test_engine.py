@@ -379,10 +379,10 @@ def test_unsupported_tasks_are_refused_clearly():
         build_detection_train_loader(cfg)
 
 
-def test_console_prefix_is_detectron2s():
+def test_console_prefix_is_detectron2s(tmp_path):
     from common.utils.logger import _ColorfulFormatter, setup_logger
 
-    logger = setup_logger()  # the console logger every script sets up
+    logger = setup_logger(str(tmp_path), name="common")  # as default_setup does (a new cache key)
     formatters = [h.formatter for h in logger.handlers if isinstance(h.formatter, _ColorfulFormatter)]
     record = logging.LogRecord("common.engine.x", logging.INFO, __file__, 1, "hello", None, None)
     assert formatters and all("d2.engine.x" in f.format(record) for f in formatters)
