@@ -85,3 +85,31 @@ def train_and_test(project_dir: Path, cfg) -> dict:
         return train_net.Trainer.test(cfg, trainer.model)
     finally:
         logger.propagate, logger.handlers[:] = saved[0], saved[1]
+
+
+def registering_script(project_dir: Path, path: Path, name: str, json_file: Path, image_root: Path) -> Path:
+    """Write at ``path`` a script that registers COCO-json dataset ``name`` and then runs the
+    project's real ``train_net.py`` as ``__main__`` (the CLI as a user runs it, with a test set)."""
+    train_net = project_dir / "train_net.py"
+    path.write_text(
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from common.data.datasets import register_coco_instances\n"
+        f"register_coco_instances({name!r}, {{}}, {str(json_file)!r}, {str(image_root)!r})\n"
+        f"sys.argv[0] = {str(train_net)!r}\n"
+        f"runpy.run_path({str(train_net)!r}, run_name='__main__')\n"
+    )
+    return path
+
+
+def overfit_opts(name: str, iters: int, output_dir: Path, size: int = 160, max_size: int = 213) -> list:
+    """Config overrides of the seeded overfit tests: train and test on dataset ``name`` at
+    ``size`` px, batch 4, ``iters`` iterations with a step at 80%, warm-up 10, no workers."""
+    return [
+        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+        "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(max_size),
+        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(max_size),
+        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",
+        "SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "100000",
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(output_dir),
+    ]

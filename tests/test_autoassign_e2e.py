@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
+from e2e_helpers import bccd_subset_json, copypaste_metrics, overfit_opts, register_bccd_subset, registering_script, run_script, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "AutoAssign"
@@ -31,15 +31,7 @@ FAST_OPTS = [
 
 def test_cli_train_eval_only_demo(tmp_path, bccd_root):
     sub = bccd_subset_json(bccd_root, tmp_path / "val4.json", 4, "val")
-    wrapper = tmp_path / "train_net_cli.py"
-    wrapper.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from common.data.datasets import register_coco_instances\n"
-        f"register_coco_instances('bccd_val_autoassign_cli', {{}}, {str(sub)!r}, {str(bccd_root / 'images')!r})\n"
-        f"sys.argv[0] = {str(PROJECT / 'train_net.py')!r}\n"
-        f"runpy.run_path({str(PROJECT / 'train_net.py')!r}, run_name='__main__')\n"
-    )
+    wrapper = registering_script(PROJECT, tmp_path / "train_net_cli.py", 'bccd_val_autoassign_cli', sub, bccd_root / "images")
     out = tmp_path / "train"
     log = run_script(wrapper, "--config-file", str(SMALL_CFG), *FAST_OPTS, "SOLVER.MAX_ITER", "3",
                      "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))
@@ -77,14 +69,7 @@ def test_overfit_eight_real_images(tmp_path, bccd_root):
     cfg = get_cfg()
     add_autoassign_config(cfg)
     cfg.merge_from_file(str(SMALL_CFG))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "213",
-        "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "213",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",
-        "SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "100000",
-        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    cfg.merge_from_list(overfit_opts(name, iters, tmp_path / "out"))
     cfg.freeze()
     results = train_and_test(PROJECT, cfg)
     print("AutoAssign overfit-8 bbox results:", results["bbox"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
+from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, registering_script, run_script, train_and_test
 
 import numpy as np
 
@@ -32,14 +32,7 @@ def _subset_json(bccd_root: Path, path: Path, n: int) -> Path:
 def test_cli_train_eval_only_demo(tmp_path, bccd_root):
     # The test set is 4 training images registered by a tiny wrapper script, to keep the CLI fast.
     js = _subset_json(bccd_root, tmp_path / "cli4.json", 4)
-    wrapper = tmp_path / "train_cli.py"
-    wrapper.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from common.data.datasets import register_coco_instances\n"
-        f"register_coco_instances('bccd_overfit_cli', {{}}, {str(js)!r}, {str(bccd_root / 'images')!r})\n"
-        f"runpy.run_path({str(PROJECT / 'train_net.py')!r}, run_name='__main__')\n"
-    )
+    wrapper = registering_script(PROJECT, tmp_path / "train_cli.py", 'bccd_overfit_cli', js, bccd_root / "images")
     out = tmp_path / "out"
     log = _run(wrapper, "--config-file", str(SMALL_CFG), *FAST_OPTS, "SOLVER.MAX_ITER", "4",
                "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
+from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, registering_script, run_script, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "CornerNet"
@@ -26,14 +26,7 @@ FAST_OPTS = ["INPUT.CORNERNET.TRAIN_SIZE", "(127, 127)", "INPUT.MIN_SIZE_TEST", 
 def test_cli_train_eval_only_demo(tmp_path, bccd_root, config):
     cfg_file = CONFIGS / config
     js = bccd_subset_json(bccd_root, tmp_path / "cli2.json", 2)
-    wrapper = tmp_path / "train_cli.py"
-    wrapper.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from common.data.datasets import register_coco_instances\n"
-        f"register_coco_instances('bccd_cornernet_cli', {{}}, {str(js)!r}, {str(bccd_root / 'images')!r})\n"
-        f"runpy.run_path({str(PROJECT / 'train_net.py')!r}, run_name='__main__')\n"
-    )
+    wrapper = registering_script(PROJECT, tmp_path / "train_cli.py", 'bccd_cornernet_cli', js, bccd_root / "images")
     out = tmp_path / "out"
     log = run_script(wrapper, "--config-file", str(cfg_file), *FAST_OPTS, "SOLVER.MAX_ITER", "3",
                      "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
+from e2e_helpers import bccd_subset_json, copypaste_metrics, overfit_opts, register_bccd_subset, registering_script, run_script, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "FCOS_VFNet"
@@ -34,15 +34,7 @@ def test_cli_train_eval_only_demo(arch, tmp_path, bccd_root):
     cfg_file = str(CONFIGS / f"{arch}.bccd.res18.yaml")
     val_name = f"bccd_val_{arch}_cli"
     sub = bccd_subset_json(bccd_root, tmp_path / "val6.json", 6, "val")
-    wrapper = tmp_path / "train_net_cli.py"
-    wrapper.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from common.data.datasets import register_coco_instances\n"
-        f"register_coco_instances({val_name!r}, {{}}, {str(sub)!r}, {str(bccd_root / 'images')!r})\n"
-        f"sys.argv[0] = {str(PROJECT / 'train_net.py')!r}\n"
-        f"runpy.run_path({str(PROJECT / 'train_net.py')!r}, run_name='__main__')\n"
-    )
+    wrapper = registering_script(PROJECT, tmp_path / "train_net_cli.py", val_name, sub, bccd_root / "images")
     opts = _fast_opts(val_name) + THRESH_OFF[arch]
     out = tmp_path / "train"
     log = run_script(wrapper, "--config-file", cfg_file, *opts, "SOLVER.MAX_ITER", "3",
@@ -85,14 +77,7 @@ def test_overfit_eight_real_images(arch, tmp_path, bccd_root):
     cfg = get_cfg()
     add_fcos_vfnet_config(cfg)
     cfg.merge_from_file(str(CONFIGS / f"{arch}.bccd.res18.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "213",
-        "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "213",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",
-        "SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "100000",
-        "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    cfg.merge_from_list(overfit_opts(name, iters, tmp_path / "out"))
     cfg.freeze()
     results = train_and_test(PROJECT, cfg)
     print(f"{arch} overfit-8 bbox results:", results["bbox"])

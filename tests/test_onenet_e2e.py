@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, run_script, train_and_test
+from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, registering_script, run_script, train_and_test
 
 import numpy as np
 
@@ -38,15 +38,7 @@ def test_cli_train_eval_only_demo(tmp_path, bccd_root):
     # The CLI registers no extra datasets: evaluate on a 6-image val subset through a tiny
     # wrapper that registers it, then runs the real train_net.py main.
     sub = _subset_json(bccd_root, "val", 6, tmp_path / "val6.json")
-    wrapper = tmp_path / "train_net_cli.py"
-    wrapper.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from common.data.datasets import register_coco_instances\n"
-        f"register_coco_instances('bccd_val_onenet_cli', {{}}, {str(sub)!r}, {str(bccd_root / 'images')!r})\n"
-        f"sys.argv[0] = {str(PROJECT / 'train_net.py')!r}\n"
-        f"runpy.run_path({str(PROJECT / 'train_net.py')!r}, run_name='__main__')\n"
-    )
+    wrapper = registering_script(PROJECT, tmp_path / "train_net_cli.py", 'bccd_val_onenet_cli', sub, bccd_root / "images")
     out = tmp_path / "train"
     log = _run(wrapper, "--config-file", str(SMALL_CFG), *FAST_OPTS, "SOLVER.MAX_ITER", "3",
                "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))
