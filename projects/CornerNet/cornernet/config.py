@@ -66,6 +66,29 @@ def add_cornernet_config(cfg: CN) -> None:
     c.CENTER_REGION_AREA = 22500.0
     c.CENTER_REGION_N = (3, 5)
 
+    # CornerNet-Saccade (CornerNet-Lite Sec. 3; [CNL] core/dbs/detection.py defaults overridden by
+    # configs/CornerNet_Saccade.json, core/test/cornernet_saccade.py). Used by CornerNetSaccade only.
+    c.SACCADE = CN()
+    s = c.SACCADE
+    # Hourglass level (0 = outermost, stride 4) read by each attention map, in the authors' order:
+    # innermost merge (large objects) first. The map's stride (16, 8, 4) is the level's stride.
+    s.ATT_LEVELS = (2, 1, 0)
+    s.ATT_RANGES = ((96, 256), (32, 96), (0, 32))  # max side (input px, inclusive) of the objects each map marks
+    s.ATT_WEIGHT = 1.0
+    s.INIT_SIZES = (192, 255)  # longest side of the downsized whole-image inputs
+    s.ATT_THRESHOLDS = (0.3,)  # one value per zoom iteration
+    s.ATT_SCALES = ((1, 2, 4),)  # per iteration, per attention map: zoom relative to the source image's scale
+    s.ATT_MAX_CROPS = 30
+    s.ATT_NMS_KERNEL = 3
+    s.MAX_SOURCE_SCALE = 2.0  # attention of inputs zoomed more than this is not followed
+    s.MAX_CROP_SCALE = 4.0  # crops zoomed more than this are not taken
+    s.REF_DETS = True  # also zoom on the confident detections of the downsized images
+    s.REF_SCORE_THRESH = 0.5
+    s.REF_SIZES = ((96, 192), (32, 64), (0, 24))  # (max side >, zoomed max side): > 96 -> 192, > 32 -> 64, else 24
+    s.INIT_SCORE_THRESH = 0.3  # detections of the downsized images kept in the result
+    s.LOCATION_NMS_DIST = 16.0  # crop centres closer than this (zoomed px, on either axis) ...
+    s.LOCATION_NMS_SCALE_RATIO = (0.8, 1.2)  # ... with a zoom ratio in this range are merged
+
     cfg.INPUT.CORNERNET = CN()
     i = cfg.INPUT.CORNERNET
     i.TRAIN_SIZE = (511, 511)  # (h, w) of the training input
@@ -80,6 +103,19 @@ def add_cornernet_config(cfg: CN) -> None:
     # COCO PCA of the pixel colours in BGR order, /255 units (_eig_val / _eig_vec of the authors).
     i.EIG_VAL = list(COCO_EIG_VAL)
     i.EIG_VEC = [list(v) for v in COCO_EIG_VEC]
+    # CornerNet-Saccade training crops ([CNL] core/sample/cornernet_saccade.py): a random object of
+    # max side > 96 / > 32 / else is zoomed to a max side drawn from randint(96, 255) / (32, 97) /
+    # (16, 33); the TRAIN_SIZE window contains it (or, with RAND_CENTER and p = 0.5, is centred
+    # on it +- randint(0, CENTER_JITTER)); images without objects use a scale from SCALES.
+    # Objects less than MIN_VISIBLE visible after the crop, or with max side < MIN_SCALE, are
+    # ignored (not positives, no negatives around their corners).
+    i.SACCADE = CN()
+    i.SACCADE.REF_SIZE_THRESHOLDS = (96, 32)
+    i.SACCADE.REF_SCALE_RANGES = ((96, 255), (32, 97), (16, 33))
+    i.SACCADE.RAND_CENTER = True
+    i.SACCADE.CENTER_JITTER = 15
+    i.SACCADE.MIN_SCALE = 16
+    i.SACCADE.MIN_VISIBLE = 0.5
 
     cfg.MODEL.PIXEL_MEAN = list(COCO_BGR_PIXEL_MEAN)
     cfg.MODEL.PIXEL_STD = list(COCO_BGR_PIXEL_STD)
