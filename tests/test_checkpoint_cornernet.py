@@ -33,6 +33,7 @@ LAYOUTS = {
     "cornernet_squeeze": "cornernet_squeeze.yaml",
     "centernet_triplets.hg52": "centernet_triplets.hg52.yaml",
     "centernet_triplets.hg104": "centernet_triplets.hg104.yaml",
+    "cornernet_saccade.hg54": "cornernet_saccade.hg54.yaml",
 }
 
 
@@ -74,7 +75,7 @@ def test_renamed_keys_and_shapes_equal_our_model(name):
                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert params == {"cornernet.hg104": 201_035_212, "cornernet.hg104.lite": 201_035_212,
                       "cornernet_squeeze": 31_771_852, "centernet_triplets.hg52": 104_844_152,
-                      "centernet_triplets.hg104": 210_062_960}[name]
+                      "centernet_triplets.hg104": 210_062_960, "cornernet_saccade.hg54": 116_969_339}[name]
 
 
 def test_both_cornernet_layouts_are_recognised_and_rename_alike():
@@ -150,17 +151,37 @@ def test_centernet52_checkpoint_loads(tmp_path, caplog):
     _load_and_check(model, _random_state_dict(layout), tmp_path / "CenterNet-52_480000.pkl", pairs, caplog)
 
 
-def test_wrong_model_raises_and_saccade_is_refused(tmp_path):
+def test_wrong_model_raises(tmp_path):
     squeeze = _random_state_dict(_layout("cornernet_squeeze"))
     model = build_model(_cfg("centernet_triplets.hg52.yaml"))
     torch.save(squeeze, tmp_path / "sq.pkl")
     with pytest.raises(ValueError, match="recognised as princeton-vl/CornerNet"):
         DetectionCheckpointer(model).load(str(tmp_path / "sq.pkl"))
-    saccade = STATE_DICTS / "cornernet_saccade.hg54.json"
-    if saccade.is_file():
-        keys = {k[len("module."):]: 0 for k in json.loads(saccade.read_text())}
-        with pytest.raises(ValueError, match="Saccade"):
-            convert_cornernet_state_dict(keys)
+
+
+def test_saccade_checkpoint_loads_into_cornernet_saccade_only(tmp_path, caplog):
+    # CornerNet_Saccade_500000.pkl: bare module. state dict, legacy serialisation, CornerNet-Lite
+    # names plus att_modules; 116,969,339 parameters (also checked at key level above).
+    layout = _layout("cornernet_saccade.hg54")
+    model = build_model(_cfg("cornernet_saccade.hg54.yaml"))
+    assert sum(p.numel() for p in model.parameters()) == 116_969_339
+    pairs = {
+        "module.hg.hgs.2.low2.low2.low2.0.conv1.weight": "backbone.kps.2.low2.low2.low2.0.conv1.weight",
+        "module.hg.hgs.0.low1.0.conv1.weight": "backbone.kps.0.low1.0.conv1.weight",
+        "module.att_modules.1.2.0.conv.weight": "attention_heads.1.2.0.conv.weight",
+        "module.att_modules.2.0.1.bias": "attention_heads.2.0.1.bias",
+        "module.tl_modules.2.p_conv1.weight": "heads.tl_pools.2.p_conv1.weight",
+        "module.br_offs.1.1.weight": "heads.br_offs.1.1.weight",
+    }
+    theirs = _random_state_dict(layout)
+    _load_and_check(model, theirs, tmp_path / "CornerNet_Saccade_500000.pkl", pairs, caplog)
+    assert "CornerNet-Saccade" in caplog.text
+    # the same file into a model without attention heads: the strict format refuses it
+    torch.save(theirs, tmp_path / "saccade.pkl", _use_new_zipfile_serialization=False)
+    del theirs, model
+    plain = build_model(_cfg("cornernet.bccd.yaml"))
+    with pytest.raises(ValueError, match="recognised as princeton-vl/CornerNet"):
+        DetectionCheckpointer(plain).load(str(tmp_path / "saccade.pkl"))
 
 
 @pytest.mark.parametrize("name", ["cornernet.hg104", "cornernet.hg104.lite"])

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +24,8 @@ def clamped_sigmoid(logits: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 
 
 def heatmap_focal_loss(
-    pred: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+    pred: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Penalty-reduced pixel-wise focal loss (float32 scalar, whatever the input dtype).
 
@@ -36,6 +39,10 @@ def heatmap_focal_loss(
             that ``log`` stays finite).
         gt: same shape, Gaussian heatmap targets in [0, 1] with exact 1.0 at object centres.
         alpha, beta: focusing and penalty-reduction exponents (2 and 4 in the papers).
+        mask: optional, same shape, 1 where the loss counts and 0 in ignored regions (both terms
+            are multiplied by it; N still counts every ``gt == 1`` pixel): CornerNet-Saccade's
+            ``_focal_loss_mask`` ([CNL] ``core/models/py_utils/losses.py``) for objects cut by the
+            training crop.
 
     Raises:
         ValueError: ``pred`` and ``gt`` shapes differ.
@@ -48,8 +55,15 @@ def heatmap_focal_loss(
     pred, gt = pred.float(), gt.float()  # float32 also under autocast
     pos = gt.eq(1).to(pred.dtype)
     neg = 1.0 - pos
-    pos_loss = torch.log(pred) * (1 - pred).pow(alpha) * pos
-    neg_loss = torch.log(1 - pred) * pred.pow(alpha) * (1 - gt).pow(beta) * neg
+    if mask is not None:
+        if mask.shape != gt.shape:
+            raise ValueError(f"heatmap_focal_loss: mask {tuple(mask.shape)} and gt {tuple(gt.shape)} differ")
+        mask = mask.float()
+        pos_w, neg_w = pos * mask, neg * mask
+    else:
+        pos_w, neg_w = pos, neg
+    pos_loss = torch.log(pred) * (1 - pred).pow(alpha) * pos_w
+    neg_loss = torch.log(1 - pred) * pred.pow(alpha) * (1 - gt).pow(beta) * neg_w
     num_pos = pos.sum()
     total = pos_loss.sum() + neg_loss.sum()
     return -total / num_pos.clamp(min=1.0) if float(num_pos) > 0 else -neg_loss.sum()

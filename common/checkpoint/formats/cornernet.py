@@ -17,10 +17,12 @@ Two key layouts:
 * CornerNet-Lite (CornerNet ported, CornerNet-Squeeze): ``module.hg.{pre,hgs,cnvs,inters,inters_,
   cnvs_}.*``, ``module.{tl,br}_modules``, ``*_heats``, ``*_tags``, ``*_offs``.
 
-Ours: ``backbone.{pre,kps,cnvs,inters,inters_,cnvs_}.*`` and ``heads.{tl,br,ct}_{pools,heats,tags,offs}``;
-everything below those prefixes is identical (the same block and parameter names). Strict: after
-renaming every key must fit (a CornerNet-Saccade file, whose attention heads we do not build, is
-refused with a clear error).
+* CornerNet-Saccade (``CornerNet_Saccade_500000.pkl``): the CornerNet-Lite layout of a 3-stack
+  Hourglass-54 plus ``module.att_modules.<stack>.<map>.*`` (the attention heads).
+
+Ours: ``backbone.{pre,kps,cnvs,inters,inters_,cnvs_}.*``, ``heads.{tl,br,ct}_{pools,heats,tags,offs}``
+and ``attention_heads`` (``CornerNetSaccade``); everything below those prefixes is identical (the
+same block and parameter names). Strict: after renaming every key must fit.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ _HEADS = {
     "tl_tags": "heads.tl_tags", "br_tags": "heads.br_tags",
     "tl_regrs": "heads.tl_offs", "br_regrs": "heads.br_offs", "ct_regrs": "heads.ct_offs",
     "tl_offs": "heads.tl_offs", "br_offs": "heads.br_offs",
+    "att_modules": "attention_heads",
 }
 _LEGACY_MAGIC = bytes.fromhex("6cfc9c46f9206aa85019")  # torch's legacy magic number, little-endian
 
@@ -69,8 +72,8 @@ def _layout(sd: Mapping[str, Any]) -> Optional[str]:
     tops = {k.split(".", 1)[0] for k in sd}
     if "tl_heats" not in tops or "br_heats" not in tops:
         return None
-    if "hg" in tops and tops <= set(_HEADS) | {"hg", "att_modules"}:
-        return "CornerNet-Lite"
+    if "hg" in tops and tops <= set(_HEADS) | {"hg"}:
+        return "CornerNet-Lite (CornerNet-Saccade)" if "att_modules" in tops else "CornerNet-Lite"
     if "kps" in tops and tops <= set(_HEADS) | set(_BACKBONE):
         return "CenterNet-Triplets" if "ct_heats" in tops else "CornerNet"
     return None
@@ -80,11 +83,8 @@ def convert_cornernet_state_dict(sd: Mapping[str, Any]) -> Dict[str, Any]:
     """Rename one of the authors' state dicts (``module.`` already stripped) to our keys.
 
     Raises:
-        ValueError: a CornerNet-Saccade file (``att_modules``), or a key of neither layout.
+        ValueError: a key of neither layout.
     """
-    if any(k.startswith("att_modules.") for k in sd):
-        raise ValueError("CornerNet-Saccade checkpoints (att_modules) are not supported by projects/CornerNet: "
-                         "it builds CornerNet, CornerNet-Squeeze and CenterNet-Triplets")
     out: Dict[str, Any] = {}
     for k, v in sd.items():
         top, rest = k.split(".", 1)

@@ -10,7 +10,10 @@ Structure ([CN] ``models/py_utils/kp.py``, [XZ] ``src/lib/models/networks/large_
 * between stacks: ``inter = ReLU(BN(1x1(inter)) + BN(1x1(cnv)))`` then a residual.
 
 Every stack's output is returned (``hg0``, ``hg1``, ...; all stride 4, 256 channels), so that a
-detector can supervise them all and use the last one at test time. The detection heads (and
+detector can supervise them all and use the last one at test time. With ``out_merges`` (CornerNet-
+Saccade, [CNL] ``core/models/py_utils/modules.py`` ``saccade_module``) every level's merge output
+``up1 + up2`` is returned too, as ``hg<s>_merge<l>`` (level ``l = 0`` outermost: stride 4,
+``dims[0]`` channels; level ``l``: stride ``4 * 2**l``, ``dims[l]`` channels). The detection heads (and
 CornerNet's corner pooling) are not part of the backbone. Keys under ``MODEL.HOURGLASS`` come
 from :func:`add_hourglass_config`.
 """
@@ -46,6 +49,7 @@ def add_hourglass_config(cfg: CN) -> None:
     h.CNV_DIM = 256
     h.NORM = "BN"
     h.OUT_FEATURE_PREFIX = "hg"
+    h.OUT_MERGES = False  # also output every level's merge (CornerNet-Saccade's attention inputs)
 
 
 class ConvBNReLU(nn.Module):
@@ -122,6 +126,20 @@ class HourglassModule(nn.Module):
         self.low3 = _residuals(next_dim, curr_dim, curr_mod, norm, reverse=True, block=block)
         self.up2 = nn.ConvTranspose2d(curr_dim, curr_dim, 4, 2, 1) if upsample == "deconv" else None
 
+    def forward_merges(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Every level's merge output, outermost first: ``[(N, dims[0], H, W), (N, dims[1], H/2,
+        W/2), ...]`` (``n`` tensors; the first is :meth:`forward`'s output)."""
+        up1 = self.up1(x)
+        low1 = self.low1(x)
+        if isinstance(self.low2, HourglassModule):
+            inner = self.low2.forward_merges(low1)
+            low2 = inner[0]
+        else:
+            inner, low2 = [], self.low2(low1)
+        low = self.low3(low2)
+        up2 = self.up2(low) if self.up2 is not None else F.interpolate(low, scale_factor=2.0, mode="nearest")
+        return [up1 + up2] + inner
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up1 = self.up1(x)
         low = self.low3(self.low2(self.low1(x)))
@@ -142,13 +160,15 @@ class StackedHourglass(Backbone):
 
     ``forward(x (N, 3, H, W))``, H and W multiples of ``stride * 2 ** (len(dims) - 1)`` (128 for
     Hourglass-104; odd sizes such as the authors' 511 also work, they round up at the first
-    convolution) -> ``{prefix + str(i): (N, cnv_dim, H/stride, W/stride)}`` for every stack ``i``.
+    convolution) -> ``{prefix + str(i): (N, cnv_dim, H/stride, W/stride)}`` for every stack ``i``
+    and, with ``out_merges``, ``{prefix + f"{i}_merge{l}": (N, dims[l], H/(stride 2**l), ...)}``
+    for every level ``l < len(dims) - 1`` (CornerNet-Saccade; see the module docstring).
     """
 
     def __init__(self, num_stacks: int = 2, dims: Sequence[int] = (256, 256, 384, 384, 384, 512),
                  modules: Sequence[int] = (2, 2, 2, 2, 2, 4), pre_channels: int = 128, cnv_dim: int = 256,
                  norm: str = "BN", prefix: str = "hg", block: Optional[Callable[..., nn.Module]] = None,
-                 upsample: str = "nearest", extra_pre_residuals: int = 0):
+                 upsample: str = "nearest", extra_pre_residuals: int = 0, out_merges: bool = False):
         super().__init__()
         if num_stacks < 1 or len(dims) != len(modules) or len(dims) < 2:
             raise ValueError(
@@ -175,9 +195,18 @@ class StackedHourglass(Backbone):
             nn.Sequential(nn.Conv2d(cnv_dim, curr_dim, 1, bias=False), get_norm(norm, curr_dim))
             for _ in range(num_stacks - 1)
         ])
-        self._out_features = [f"{prefix}{i}" for i in range(num_stacks)]
+        self.out_merges = bool(out_merges)
+        self._stack_features = [f"{prefix}{i}" for i in range(num_stacks)]
+        self._out_features = list(self._stack_features)
         self._out_feature_channels = {f: cnv_dim for f in self._out_features}
         self._out_feature_strides = {f: self.stride for f in self._out_features}
+        if self.out_merges:
+            for i in range(num_stacks):
+                for lvl in range(self.depth):
+                    name = f"{prefix}{i}_merge{lvl}"
+                    self._out_features.append(name)
+                    self._out_feature_channels[name] = int(dims[lvl])
+                    self._out_feature_strides[name] = self.stride * 2 ** lvl
 
     @property
     def size_divisibility(self) -> int:
@@ -185,14 +214,21 @@ class StackedHourglass(Backbone):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         inter = self.pre(x)
-        outs: List[torch.Tensor] = []
+        outs: Dict[str, torch.Tensor] = {}
         for i in range(self.num_stacks):
-            cnv = self.cnvs[i](self.kps[i](inter))
-            outs.append(cnv)
+            if self.out_merges:
+                merges = self.kps[i].forward_merges(inter)
+                for lvl, m in enumerate(merges):
+                    outs[f"{self._stack_features[i]}_merge{lvl}"] = m
+                hg = merges[0]
+            else:
+                hg = self.kps[i](inter)
+            cnv = self.cnvs[i](hg)
+            outs[self._stack_features[i]] = cnv
             if i < self.num_stacks - 1:
                 inter = F.relu_(self.inters_[i](inter) + self.cnvs_[i](cnv))
                 inter = self.inters[i](inter)
-        return dict(zip(self._out_features, outs))
+        return outs
 
 
 @BACKBONE_REGISTRY.register()
@@ -208,4 +244,5 @@ def build_hourglass_backbone(cfg, input_shape: ShapeSpec) -> StackedHourglass:
         raise ValueError(f"build_hourglass_backbone expects 3 input channels, got {input_shape.channels}")
     h = cfg.MODEL.HOURGLASS
     return StackedHourglass(int(h.NUM_STACKS), list(h.DIMS), list(h.MODULES), int(h.PRE_CHANNELS),
-                            int(h.CNV_DIM), h.NORM, h.OUT_FEATURE_PREFIX)
+                            int(h.CNV_DIM), h.NORM, h.OUT_FEATURE_PREFIX,
+                            out_merges=bool(h.get("OUT_MERGES", False)))

@@ -56,13 +56,17 @@ def cornernet_decode(
     ae_threshold: float = 0.5,
     kernel: int = 3,
     num_dets: int = 1000,
+    no_border: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Pair corners into boxes (CornerNet Sec. 4.1; the authors' ``_decode``).
 
     3x3 max-pool peaks; top-``k`` corners of each type over classes and positions (offsets
     added); all ``k x k`` (tl, br) pairs; a pair's score is ``(s_tl + s_br) / 2``, set to -1 when
     the classes differ, ``|e_tl - e_br| > ae_threshold``, ``x_br < x_tl`` or ``y_br < y_tl``;
-    the top ``num_dets`` pairs are returned (invalid ones included, with score -1).
+    the top ``num_dets`` pairs are returned (invalid ones included, with score -1). With
+    ``no_border`` (CornerNet-Saccade's crops, [CNL] ``_decode(no_border=True)``) pairs whose
+    top-left corner lies in the first row or column of the map, or whose bottom-right corner in
+    the last, also get -1: such a box is likely cut by the crop border.
 
     Args:
         tl_heat, br_heat: ``(B, C, H, W)`` heatmap probabilities (after sigmoid).
@@ -87,6 +91,11 @@ def cornernet_decode(
     invalid = (tl["classes"][:, :, None] != br["classes"][:, None, :])
     invalid |= (e_tl[:, :, None] - e_br[:, None, :]).abs() > ae_threshold
     invalid |= (x2 < x1) | (y2 < y1)
+    if no_border:
+        H, W = tl_heat.shape[-2:]
+        tl_edge = (tl["index"] % W == 0) | (tl["index"] < W)  # x == 0 or y == 0 (cells, before offsets)
+        br_edge = (br["index"] % W == W - 1) | (br["index"] >= (H - 1) * W)
+        invalid |= tl_edge[:, :, None] | br_edge[:, None, :]
     scores = torch.where(invalid, scores.new_full((), -1.0), scores)
     d = min(int(num_dets), K * K)
     scores, order = scores.reshape(B, -1).topk(d, dim=1)

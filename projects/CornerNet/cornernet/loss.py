@@ -31,12 +31,14 @@ def corner_losses(out: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor]
     batched targets of :meth:`CornerNet.prepare_targets`.
 
     Returns ``{"loss_heatmap": sum of the focal losses (tl + br [+ ct]), "loss_pull", "loss_push",
-    "loss_offset": sum of the offset losses}``, float32 scalars.
+    "loss_offset": sum of the offset losses}``, float32 scalars. Targets ``tl_valid``/``br_valid``
+    ``(B, C, H, W)`` (CornerNet-Saccade), when present, mask the focal losses (0 = ignored).
     """
     with torch.autocast(out["tl_heat"].device.type, enabled=False):
         kinds = [k for k in ("tl", "br", "ct") if f"{k}_heat" in out]
         bidx = targets["batch_index"]
-        focal = sum(heatmap_focal_loss(clamped_sigmoid(out[f"{k}_heat"]), targets[f"{k}_heatmap"], alpha, beta)
+        focal = sum(heatmap_focal_loss(clamped_sigmoid(out[f"{k}_heat"]), targets[f"{k}_heatmap"], alpha, beta,
+                                       targets.get(f"{k}_valid"))
                     for k in kinds)
         off = sum(offset_loss(out[f"{k}_off"], bidx, targets[f"{k}_index"], targets[f"{k}_offset"]) for k in kinds)
         e_tl = out["tl_tag"].flatten(2)[bidx, 0, targets["tl_index"]].float()
