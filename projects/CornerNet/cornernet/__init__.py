@@ -13,6 +13,19 @@ from .decode import central_region_rescore, cornernet_decode, heatmap_peaks, top
 from .detector import CenterNetTriplets, CornerNet
 from .saccade import attention_locations, attention_targets, crop_and_resize, location_nms, reference_locations
 from .saccade_detector import CornerNetSaccade
+from .saccade_mapper import CornerNetSaccadeDatasetMapper
+
+
+# The training mapper of each meta-architecture (the authors' sampling function of its config).
+TRAIN_MAPPERS = {"CornerNet": CornerNetDatasetMapper, "CenterNetTriplets": CornerNetDatasetMapper,
+                 "CornerNetSaccade": CornerNetSaccadeDatasetMapper}
+
+
+def build_cornernet_train_mapper(cfg):
+    """The training dataset mapper of ``cfg.MODEL.META_ARCHITECTURE`` (:data:`TRAIN_MAPPERS`;
+    CornerNet's for meta-architectures not listed)."""
+    return TRAIN_MAPPERS.get(cfg.MODEL.META_ARCHITECTURE, CornerNetDatasetMapper)(cfg, is_train=True)
+
 from .head import CornerHeads
 from .targets import build_corner_targets
 
@@ -21,6 +34,9 @@ __all__ = [
     "CornerNet",
     "CenterNetTriplets",
     "CornerNetSaccade",
+    "CornerNetSaccadeDatasetMapper",
+    "TRAIN_MAPPERS",
+    "build_cornernet_train_mapper",
     "attention_locations",
     "attention_targets",
     "crop_and_resize",
