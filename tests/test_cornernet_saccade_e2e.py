@@ -4,7 +4,7 @@
 iterations on the authors' crops), ``--eval-only`` reproduces the AP through the saccade
 inference, ``demo.py`` draws detections. ``test_overfit_eight_real_images``: trained from scratch
 on 8 real images, the saccade inference (attention -> zoomed crops -> soft-NMS) must reach
-AP50 >= 50 on them through ``COCOEvaluator`` (seeded, 2 threads).
+AP50 >= 50 on them through ``COCOEvaluator`` (seeded, 2 threads: 72.4, AP 48.4; about 110 s).
 """
 from __future__ import annotations
 
@@ -65,10 +65,15 @@ def test_overfit_eight_real_images(tmp_path, bccd_root):
     cfg = get_cfg()
     add_cornernet_config(cfg)
     cfg.merge_from_file(str(CONFIG))
+    # BCCD's cells all have a max side of 45-180 px, so the authors' size-class zooms (an object
+    # > 48 px is zoomed to 48-126 px at half size) would only show them large, while the saccade
+    # test sees them at zoom 0.2 (the 127-px downsized image: 9-35 px) and in crops at zoom 0.4 /
+    # 0.8: the reference object is zoomed to 16-48 px (8-16 px if small) instead.
     cfg.merge_from_list(HALF_SIZE + [
         "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+        "INPUT.CORNERNET.SACCADE.REF_SCALE_RANGES", "((16, 49), (16, 49), (8, 17))",
         "INPUT.CORNERNET.COLOR_AUG", "False", "INPUT.RANDOM_FLIP", "none",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.002", "SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "(340,)",
+        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.002", "SOLVER.MAX_ITER", "600", "SOLVER.STEPS", "(510,)",
         "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
         "OUTPUT_DIR", str(tmp_path / "out"),
     ])

@@ -11,6 +11,9 @@
         --compare-config projects/AutoAssign/configs/autoassign.r50_fpn_1x.yaml --image-size 800 1333
     python tools/benchmark.py --config-file projects/FCOS_VFNet/configs/fcos.R_50_1x.yaml \
         --torchvision-reference fcos_resnet50_fpn  # + torchvision's FCOS on the same images
+    python tools/benchmark.py --config-file projects/CornerNet/configs/cornernet_saccade.hg54.yaml \
+        --compare-config projects/CornerNet/configs/cornernet.hg104.yaml --project CornerNet \
+        --image-size 511 511 --skip-train  # saccade inference (+ crops per image) vs CornerNet-104
 
 Project configs are found automatically: every ``projects/<Name>/<pkg>/config.py`` that defines an
 ``add_*_config`` function is imported as ``projects.<Name>.<pkg>`` (which also registers the
@@ -151,6 +154,17 @@ def benchmark_inference(cfg, model, num_iter: int, warmup: int) -> float:
     return (time.perf_counter() - start) * 1000.0 / num_iter
 
 
+@torch.no_grad()
+def saccade_crops_per_image(cfg, model) -> Optional[float]:
+    """Mean number of zoomed crops of CornerNet-Saccade's inference on the inputs that
+    :func:`benchmark_inference` times (None for other models)."""
+    if not hasattr(model, "saccade_inference"):
+        return None
+    model.eval()
+    inputs = synthetic_batch(cfg, 2, seed=1)
+    return sum(model.saccade_inference(x["image"])[3]["num_crops"] for x in inputs) / len(inputs)
+
+
 def _train_data(cfg, kind: str):
     if kind == "synthetic":
         batches = [synthetic_batch(cfg, cfg.SOLVER.IMS_PER_BATCH, seed=s) for s in range(2)]
@@ -263,6 +277,7 @@ def compare_configs(args, config_files: List[str]) -> List[dict]:
         torch.manual_seed(0)
         model = build_model(cfg)
         infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
+        crops = saccade_crops_per_image(cfg, model)
         train_its = None
         if not args.skip_train:
             train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
@@ -274,6 +289,7 @@ def compare_configs(args, config_files: List[str]) -> List[dict]:
             "params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
             "inference ms/img": round(infer_ms, 1),
+            "saccade crops/img": "-" if crops is None else round(crops, 1),
         })
         del model
     print(tabulate(rows, headers="keys", tablefmt="pipe"))
@@ -449,6 +465,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if not args.skip_train:
         train_its = benchmark_train(cfg, model, _train_data(cfg, args.data), args.num_iter, args.warmup)
     infer_ms = benchmark_inference(cfg, model, args.num_iter, max(args.warmup, 1))
+    crops = saccade_crops_per_image(cfg, model)
     row = {
         "config": Path(args.config_file).name,
         "device": cfg.MODEL.DEVICE,
@@ -456,6 +473,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         f"train it/s (bs {cfg.SOLVER.IMS_PER_BATCH})": "-" if train_its is None else round(train_its, 3),
         "inference ms/img": round(infer_ms, 1),
     }
+    if crops is not None:
+        row["saccade crops/img"] = round(crops, 1)
     print(tabulate([row], headers="keys", tablefmt="pipe"))
     if args.torchvision_reference:
         row["reference"] = benchmark_torchvision_reference(args.torchvision_reference, cfg, args.num_iter,
