@@ -333,3 +333,29 @@ def test_saccade_inference_respects_max_crops_and_reference_detections(monkeypat
     z = float(torch.tensor(255 / 640, dtype=torch.float32))
     ref_zooms = info["locations"][info["locations"][:, 3] == 1, 2].tolist()
     assert any(abs(v - 192 / (50 / z)) < 1e-5 for v in ref_zooms), ref_zooms
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_losses_and_decoding_stay_float32_under_autocast(dtype):
+    torch.manual_seed(0)
+    model = build_model(_cfg()).train()
+    inst = Instances((255, 255))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 120.0, 140.0], [150.0, 30.0, 250.0, 90.0]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    inst.gt_ignore = torch.tensor([False, True])
+    batch = [{"image": torch.rand(3, 255, 255) * 255, "instances": inst}]
+    ref = model(batch)
+    with torch.autocast("cpu", dtype=dtype):
+        amp = model(batch)
+    for k, v in amp.items():
+        assert v.dtype == torch.float32 and torch.isfinite(v), (k, v)
+        # losses are float32 of low-precision head outputs: bfloat16's 8-bit mantissa moves the
+        # small offset term by ~3.5 % (float16: < 1 %)
+        rtol = 5e-2 if dtype == torch.bfloat16 else 1e-2
+        assert abs(v.item() - ref[k].item()) <= rtol * abs(ref[k].item()) + 1e-3, (dtype, k, v.item(), ref[k].item())
+    model.eval()
+    image = (torch.rand(3, 120, 160) * 255).to(torch.uint8)
+    with torch.autocast("cpu", dtype=dtype):
+        crops = crop_and_resize(image.float(), torch.tensor([[60.0, 80.0, 0.8]]), (127, 127))[0]
+        dets, atts = model._run_inputs((crops - model.pixel_mean) / model.pixel_std, True)
+    assert dets["boxes"].dtype == torch.float32 and all(a.dtype == torch.float32 for a in atts)

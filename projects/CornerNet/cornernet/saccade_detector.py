@@ -162,6 +162,8 @@ class CornerNetSaccade(CornerNet):
         feats = self.backbone(crops)
         s = len(self.in_features) - 1
         out = self.heads(feats[self.in_features[s]], s)
+        att_logits = ([head(feats[n]) for head, n in zip(self.attention_heads[s], self.att_features[s])]
+                      if with_attention else None)
         with torch.autocast(crops.device.type, enabled=False):
             dets = cornernet_decode(out["tl_heat"].float().sigmoid(), out["br_heat"].float().sigmoid(),
                                     out["tl_tag"].float(), out["br_tag"].float(), out["tl_off"].float(),
@@ -171,9 +173,8 @@ class CornerNetSaccade(CornerNet):
             ratio = dets["boxes"].new_tensor([out_w / crops.shape[-1], out_h / crops.shape[-2]] * 2)
             dets["boxes"] = dets["boxes"] / ratio
             atts = None
-            if with_attention:
-                atts = [heatmap_peaks(head(feats[n]).float().sigmoid(), self.att_nms_kernel)
-                        for head, n in zip(self.attention_heads[s], self.att_features[s])]
+            if att_logits is not None:
+                atts = [heatmap_peaks(a.float().sigmoid(), self.att_nms_kernel) for a in att_logits]
         return dets, atts
 
     def _detect(self, image: torch.Tensor, locations: torch.Tensor, with_attention: bool):
