@@ -359,3 +359,24 @@ def test_losses_and_decoding_stay_float32_under_autocast(dtype):
         crops = crop_and_resize(image.float(), torch.tensor([[60.0, 80.0, 0.8]]), (127, 127))[0]
         dets, atts = model._run_inputs((crops - model.pixel_mean) / model.pixel_std, True)
     assert dets["boxes"].dtype == torch.float32 and all(a.dtype == torch.float32 for a in atts)
+
+
+def test_a_second_saccade_round_follows_the_crops_attention(monkeypatch):
+    # Two rounds ([CNL] att_thresholds of length 2): the crops of round 1 give the next crops with
+    # ignore_same (only zooms > 1), their own zoom <= MAX_SOURCE_SCALE and a new zoom <= MAX_CROP_SCALE.
+    model = build_model(_cfg("cornernet_saccade.bccd.yaml", "MODEL.CORNERNET.SACCADE.ATT_THRESHOLDS", "(0.3, 0.3)",
+                             "MODEL.CORNERNET.SACCADE.ATT_SCALES", "((1, 2, 4), (1, 2, 4))")).eval()
+    fake = _HandMadeSaccade(model)
+    monkeypatch.setattr(model, "_run_inputs", fake)
+    _, _, _, info = model.saccade_inference(torch.zeros(3, 480, 640, dtype=torch.uint8))
+    assert [c.shape[0] for c in fake.calls] == [2, 2, 1]
+    s32 = float(torch.tensor(255 / 640, dtype=torch.float32))
+    first = info["locations"][:2]
+    np.testing.assert_allclose(first[:, 2].numpy(), [2 * s32, 4 * s32], rtol=1e-6)
+    # Round-1 crop 1 (zoom 4 s = 1.59 <= 2) attends its medium cell (20, 12): zoom 2 x 1.59 = 3.19;
+    # its small cell would need zoom 6.4 > 4; crop 0's small cell is below the threshold.
+    y1, x1, z1 = first[1, :3].tolist()
+    off_y, off_x = int(y1) - int(255 / z1) // 2, int(x1) - int(255 / z1) // 2
+    np.testing.assert_allclose(info["locations"][2].numpy(), [20 * 8 / z1 + off_y, 12 * 8 / z1 + off_x, 2 * z1, 0.6],
+                               rtol=1e-6)
+    assert info["num_crops"] == 3
