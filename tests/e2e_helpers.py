@@ -113,3 +113,39 @@ def overfit_opts(name: str, iters: int, output_dir: Path, size: int = 160, max_s
         "SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "100000",
         "DATALOADER.NUM_WORKERS", "0", "SEED", "0", "OUTPUT_DIR", str(output_dir),
     ]
+
+
+def cli_train_eval_only_demo(project_dir: Path, cfg_file: Path, tmp_path: Path, bccd_root: Path, name: str,
+                             train_opts: list, demo_opts: list, iters: int = 3, n_images: int = 2,
+                             demo: bool = True) -> None:
+    """The CLI path a user runs, on ``n_images`` real BCCD images registered as ``name``:
+    ``train_net.py`` for ``iters`` iterations (checkpoint and COCO results written),
+    ``--eval-only`` of its ``model_final.pth`` (the same AP to 1e-4), then ``demo.py`` on one image
+    (written at the original size with boxes drawn). ``train_opts`` go to both ``train_net.py``
+    runs, ``demo_opts`` to ``demo.py``.
+
+    Raises:
+        AssertionError: a script fails, a file is missing, the AP differs or nothing is drawn.
+    """
+    import cv2
+    import numpy as np
+
+    js = bccd_subset_json(bccd_root, tmp_path / f"{name}.json", n_images)
+    wrapper = registering_script(project_dir, tmp_path / "train_cli.py", name, js, bccd_root / "images")
+    out = tmp_path / "out"
+    log = run_script(wrapper, "--config-file", str(cfg_file), *train_opts, "SOLVER.MAX_ITER", str(iters),
+                     "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))
+    assert (out / "model_final.pth").is_file() and (out / "inference" / "coco_instances_results.json").is_file()
+    log2 = run_script(wrapper, "--config-file", str(cfg_file), "--eval-only", *train_opts,
+                      "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"))
+    np.testing.assert_allclose(copypaste_metrics(log2), copypaste_metrics(log), atol=1e-4, equal_nan=True)
+    if not demo:
+        return
+    image = sorted((bccd_root / "images").glob("*.jpg"))[0]
+    vis = tmp_path / "vis"
+    run_script(project_dir / "demo.py", "--config-file", str(cfg_file), "--input", str(image), "--output", str(vis),
+               "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+               *demo_opts, "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
+    drawn, original = cv2.imread(str(vis / image.name)), cv2.imread(str(image))
+    assert drawn is not None and drawn.shape == original.shape
+    assert not np.array_equal(drawn, original)  # labelled boxes were drawn

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, registering_script, run_script, train_and_test
+from e2e_helpers import cli_train_eval_only_demo, register_bccd_subset, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "CornerNet"
@@ -24,29 +23,10 @@ FAST_OPTS = ["INPUT.CORNERNET.TRAIN_SIZE", "(127, 127)", "INPUT.MIN_SIZE_TEST", 
 
 @pytest.mark.parametrize("config", ["cornernet.bccd.yaml", "centernet_triplets.bccd.yaml"])
 def test_cli_train_eval_only_demo(tmp_path, bccd_root, config):
-    cfg_file = CONFIGS / config
-    js = bccd_subset_json(bccd_root, tmp_path / "cli2.json", 2)
-    wrapper = registering_script(PROJECT, tmp_path / "train_cli.py", 'bccd_cornernet_cli', js, bccd_root / "images")
-    out = tmp_path / "out"
-    log = run_script(wrapper, "--config-file", str(cfg_file), *FAST_OPTS, "SOLVER.MAX_ITER", "3",
-                     "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))
-    assert (out / "model_final.pth").is_file() and (out / "inference" / "coco_instances_results.json").is_file()
-    log2 = run_script(wrapper, "--config-file", str(cfg_file), "--eval-only", *FAST_OPTS,
-                      "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"))
-    np.testing.assert_allclose(copypaste_metrics(log2), copypaste_metrics(log), atol=1e-4, equal_nan=True)
-    if config != "cornernet.bccd.yaml":
-        return  # the demo script is the same for both meta-architectures: run it once
-
-    image = sorted((bccd_root / "images").glob("*.jpg"))[0]
-    vis = tmp_path / "vis"
-    run_script(PROJECT / "demo.py", "--config-file", str(cfg_file), "--input", str(image), "--output", str(vis),
-               "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-               "INPUT.MIN_SIZE_TEST", "95", "INPUT.MAX_SIZE_TEST", "127", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
-    import cv2
-
-    drawn, original = cv2.imread(str(vis / image.name)), cv2.imread(str(image))
-    assert drawn is not None and drawn.shape == original.shape
-    assert not np.array_equal(drawn, original)  # labelled boxes were drawn
+    # the demo script is the same for both meta-architectures: run it once
+    cli_train_eval_only_demo(PROJECT, CONFIGS / config, tmp_path, bccd_root, "bccd_cornernet_cli", FAST_OPTS,
+                             ["INPUT.MIN_SIZE_TEST", "95", "INPUT.MAX_SIZE_TEST", "127"],
+                             demo=config == "cornernet.bccd.yaml")
 
 
 @pytest.mark.parametrize("config", ["cornernet.bccd.yaml", "centernet_triplets.bccd.yaml"])

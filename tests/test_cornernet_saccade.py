@@ -380,3 +380,14 @@ def test_a_second_saccade_round_follows_the_crops_attention(monkeypatch):
     np.testing.assert_allclose(info["locations"][2].numpy(), [20 * 8 / z1 + off_y, 12 * 8 / z1 + off_x, 2 * z1, 0.6],
                                rtol=1e-6)
     assert info["num_crops"] == 3
+
+
+@pytest.mark.parametrize("opts, key", [
+    (["MODEL.CORNERNET.FLIP_TEST", "True"], "FLIP_TEST"),
+    (["MODEL.HOURGLASS.OUT_MERGES", "False"], "OUT_MERGES"),
+    (["MODEL.CORNERNET.SACCADE.ATT_RANGES", "((96, 256), (32, 96))"], "ATT_RANGES"),
+    (["MODEL.CORNERNET.SACCADE.ATT_THRESHOLDS", "(0.3, 0.3)"], "ATT_SCALES"),
+])
+def test_bad_saccade_config_names_the_key(opts, key):
+    with pytest.raises(ValueError, match=key):
+        build_model(_cfg("cornernet_saccade.bccd.yaml", *opts))

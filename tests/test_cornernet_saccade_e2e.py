@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from e2e_helpers import bccd_subset_json, copypaste_metrics, register_bccd_subset, registering_script, run_script, train_and_test
+from e2e_helpers import cli_train_eval_only_demo, register_bccd_subset, train_and_test
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "projects" / "CornerNet"
@@ -32,29 +31,11 @@ HALF_SIZE = [
 
 
 def test_cli_train_eval_only_demo(tmp_path, bccd_root):
-    js = bccd_subset_json(bccd_root, tmp_path / "cli2.json", 2)
-    wrapper = registering_script(PROJECT, tmp_path / "train_cli.py", "bccd_saccade_cli", js, bccd_root / "images")
-    out = tmp_path / "out"
     opts = HALF_SIZE + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "SOLVER.STEPS", "()",
                         "DATASETS.TEST", "('bccd_saccade_cli',)", "MODEL.CORNERNET.SACCADE.ATT_THRESHOLDS", "(0.05,)",
                         "MODEL.CORNERNET.SACCADE.ATT_MAX_CROPS", "4"]
-    log = run_script(wrapper, "--config-file", str(CONFIG), *opts, "SOLVER.MAX_ITER", "3",
-                     "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(out))
-    assert (out / "model_final.pth").is_file() and (out / "inference" / "coco_instances_results.json").is_file()
-    log2 = run_script(wrapper, "--config-file", str(CONFIG), "--eval-only", *opts,
-                      "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"))
-    np.testing.assert_allclose(copypaste_metrics(log2), copypaste_metrics(log), atol=1e-4, equal_nan=True)
-
-    image = sorted((bccd_root / "images").glob("*.jpg"))[0]
-    vis = tmp_path / "vis"
-    run_script(PROJECT / "demo.py", "--config-file", str(CONFIG), "--input", str(image), "--output", str(vis),
-               "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-               *HALF_SIZE, "MODEL.CORNERNET.SACCADE.ATT_MAX_CROPS", "2", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
-    import cv2
-
-    drawn, original = cv2.imread(str(vis / image.name)), cv2.imread(str(image))
-    assert drawn is not None and drawn.shape == original.shape
-    assert not np.array_equal(drawn, original)  # labelled boxes were drawn
+    cli_train_eval_only_demo(PROJECT, CONFIG, tmp_path, bccd_root, "bccd_saccade_cli", opts,
+                             HALF_SIZE + ["MODEL.CORNERNET.SACCADE.ATT_MAX_CROPS", "2"])
 
 
 def test_overfit_eight_real_images(tmp_path, bccd_root):

@@ -254,13 +254,20 @@ class CornerNet(nn.Module):
         return {k: torch.cat([d[k] for d in per_scale]) for k in keys}
 
     @torch.no_grad()
+    def detect_image(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections of one ``(3, H, W)`` image (0-255): every test scale, soft-NMS (class
+        docstring). Returns ``boxes (N, 4)`` XYXY_ABS pixels of ``image``, ``scores (N,)``
+        descending, ``classes (N,)`` int64."""
+        per_scale = [self._run_scale(image, s) for s in self.test_scales]
+        return self._postprocess(self._rescore(per_scale))
+
+    @torch.no_grad()
     def inference(self, batched_inputs: List[dict]) -> List[Dict[str, Instances]]:
-        """One image at a time (as the authors), every test scale; see the class docstring."""
+        """:meth:`detect_image` of one image at a time (as the authors), as detectron2 outputs."""
         processed = []
         for inputs in batched_inputs:
             image = inputs["image"]
-            per_scale = [self._run_scale(image, s) for s in self.test_scales]
-            boxes, scores, classes = self._postprocess(self._rescore(per_scale))
+            boxes, scores, classes = self.detect_image(image)
             h, w = int(image.shape[1]), int(image.shape[2])
             inst = Instances((h, w))
             inst.pred_boxes = Boxes(boxes)

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from common.losses import clamped_sigmoid, heatmap_focal_loss
-from common.modeling import META_ARCH_REGISTRY, detector_postprocess
-from common.ops import soft_nms
-from common.structures import Boxes, Instances
+from common.modeling import META_ARCH_REGISTRY
+from common.structures import Instances
 
 from .decode import cornernet_decode, heatmap_peaks
 from .detector import CornerNet
@@ -49,12 +48,17 @@ class CornerNetSaccade(CornerNet):
     ``height x width`` pixels, ``scores``, ``pred_classes``; at most ``MAX_PER_IMAGE``.
 
     Raises:
-        ValueError: the backbone lacks the merge outputs (``MODEL.HOURGLASS.OUT_MERGES``), or
-            ``ATT_LEVELS``/``ATT_RANGES``/``ATT_SCALES``/``ATT_THRESHOLDS`` lengths disagree.
+        ValueError: the backbone lacks the merge outputs (``MODEL.HOURGLASS.OUT_MERGES``),
+            ``ATT_LEVELS``/``ATT_RANGES``/``ATT_SCALES``/``ATT_THRESHOLDS`` lengths disagree, or
+            CornerNet's flip / multi-scale / merge test options are set.
     """
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
+        if self.flip_test or self.merge_bbox or self.test_scales != [1.0]:
+            raise ValueError("CornerNetSaccade tests by saccades ([CNL] test/cornernet_saccade.py: no flip, one "
+                             "scale, plain soft-NMS): set MODEL.CORNERNET.FLIP_TEST False, MERGE_BBOX False and "
+                             f"TEST_SCALES (1.0,), got {self.flip_test}, {self.merge_bbox}, {self.test_scales}")
         s = cfg.MODEL.CORNERNET.SACCADE
         shapes = self.backbone.output_shape()
         self.att_levels = [int(v) for v in s.ATT_LEVELS]
@@ -246,25 +250,12 @@ class CornerNetSaccade(CornerNet):
                 locations = torch.cat([locations, reference_locations(boxes[keep], scores[keep],
                                                                       self.ref_score_thresh, self.ref_sizes)])
                 locations = location_nms(locations, self.location_nms_dist, self.location_nms_ratio)
-        boxes, scores, classes = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_classes)
-        idx, scores = soft_nms(boxes, scores, classes, **self.soft_nms_kwargs)
-        boxes, classes = boxes[idx], classes[idx]
-        order = scores.argsort(descending=True)[: self.max_per_image]
+        boxes, scores, classes = self._postprocess({"boxes": torch.cat(all_boxes), "scores": torch.cat(all_scores),
+                                                    "classes": torch.cat(all_classes)})
         info = {"num_crops": num_crops,
                 "locations": torch.cat(taken) if taken else init.new_zeros((0, 4), dtype=torch.float64)}
-        return boxes[order], scores[order], classes[order], info
+        return boxes, scores, classes, info
 
-    @torch.no_grad()
-    def inference(self, batched_inputs: List[dict]) -> List[Dict[str, Instances]]:
-        """:meth:`saccade_inference` of every image."""
-        processed = []
-        for inputs in batched_inputs:
-            image = inputs["image"]
-            boxes, scores, classes, _ = self.saccade_inference(image)
-            h, w = int(image.shape[1]), int(image.shape[2])
-            inst = Instances((h, w))
-            inst.pred_boxes = Boxes(boxes)
-            inst.scores = scores
-            inst.pred_classes = classes
-            processed.append({"instances": detector_postprocess(inst, inputs.get("height", h), inputs.get("width", w))})
-        return processed
+    def detect_image(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`saccade_inference` without its ``info`` (used by :meth:`CornerNet.inference`)."""
+        return self.saccade_inference(image)[:3]
