@@ -149,3 +149,22 @@ def cli_train_eval_only_demo(project_dir: Path, cfg_file: Path, tmp_path: Path, 
     drawn, original = cv2.imread(str(vis / image.name)), cv2.imread(str(image))
     assert drawn is not None and drawn.shape == original.shape
     assert not np.array_equal(drawn, original)  # labelled boxes were drawn
+
+
+# The seeded single-process run of the overfit tests: no periodic checkpoint, no workers, SEED 0.
+SEEDED_RUN_OPTS = ["SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0", "SEED", "0"]
+
+
+def assert_overfits(project_dir: Path, cfg, output_dir: Path, min_ap50: float = 50.0) -> dict:
+    """Set :data:`SEEDED_RUN_OPTS` and ``OUTPUT_DIR``, freeze ``cfg``, :func:`train_and_test`, print
+    the bbox results and require ``AP50 >= min_ap50``; returns the bbox results.
+
+    Raises:
+        AssertionError: AP50 below ``min_ap50`` (the results in the message).
+    """
+    cfg.merge_from_list(SEEDED_RUN_OPTS + ["OUTPUT_DIR", str(output_dir)])
+    cfg.freeze()
+    results = train_and_test(project_dir, cfg)
+    print("overfit-8 bbox results:", results["bbox"])
+    assert results["bbox"]["AP50"] >= min_ap50, results["bbox"]
+    return results["bbox"]
